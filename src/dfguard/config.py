@@ -53,9 +53,38 @@ class IngestConfig:
 
 
 @dataclass
+class ExtractConfig:
+    """How faces are sampled, found, aligned and cropped from the manifest's media (`dfguard extract`).
+
+    Every setting that changes the crops is part of the preprocessing contract saved with the dataset;
+    `manifest_path`, `dataset_dir`, `out_dir`, `workers` and `device` only say where and how fast.
+    """
+
+    manifest_path: str = "data/manifest/manifest.parquet"
+    dataset_dir: str = "data/corpus/demo"  # the manifest's paths are relative to it
+    out_dir: str = "data/faces"
+    frames_train: int = 16  # frames sampled per video, by split; an image is always one frame
+    frames_val: int = 16
+    frames_test: int = 32
+    detector: str = "mtcnn"
+    min_score: float = 0.9  # detection score a face needs
+    search_face_px: int = 40  # smallest face searched for (longest box side, frame pixels)
+    min_face_px: int = 64  # smaller faces are recorded as FACE_TOO_SMALL and not cropped
+    detect_face_px: int = 20  # frames are shrunk so a face of search_face_px measures this to MTCNN
+    orientation_search: bool = True  # retry sideways/upside-down when most frames show no face
+    margin: float = 1.3  # crop side in face squares of the alignment template
+    crop_size: int = 224
+    crop_format: str = "png"  # "png" (lossless) or "jpg"
+    jpeg_quality: int = 95  # for crop_format "jpg"
+    workers: int = 0  # processes; 0 uses every core
+    device: str = ""  # "" uses CUDA when present, else the CPU
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
 
 
 SectionT = TypeVar("SectionT")

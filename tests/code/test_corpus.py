@@ -119,7 +119,7 @@ def test_manipulations_change_the_face_and_leave_the_rest(
         layer, alpha = self_blend(still, landmarks.astype(np.float32), rng)
     fake = still * (1 - alpha[..., None]) + layer * alpha[..., None]
     change = np.abs(fake - still.astype(np.float32)).mean(axis=2)
-    assert change[alpha > 0.9].mean() > 4  # the face visibly changed
+    assert change[alpha > 0.5 * alpha.max()].mean() > 4  # the face visibly changed
     assert change[alpha == 0].max() == 0  # nothing outside the mask did
 
 

@@ -48,7 +48,8 @@ def face_oval_mask(landmarks: np.ndarray, shape: tuple[int, int], rng: np.random
     grid_x, grid_y = np.meshgrid(np.arange(shape[1], dtype=np.float32), np.arange(shape[0], dtype=np.float32))
     mask = cv2.remap(mask, grid_x + fx, grid_y + fy, cv2.INTER_LINEAR)
     blur = int(0.25 * eye_dist) | 1
-    return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (blur, blur), 0)
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (blur, blur), 0)
+    return np.clip(soft, 0.0, 1.0)  # the blur's rounding can overshoot 1 by a few ulps
 
 
 def colour_transfer(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
