@@ -108,7 +108,9 @@ def _probe_video_pyav(path: Path) -> MediaInfo:
             frames = stream.frames or round(duration * fps)
             width, height = first.width, first.height
     except av.FFmpegError as err:
-        raise MediaError(f"PyAV cannot decode it ({err})") from err
+        # The message names the absolute path; drop it so reports are the same on every machine.
+        reason = str(err).replace(f": '{path}'", "").replace(str(path), path.name)
+        raise MediaError(f"PyAV cannot decode it ({reason})") from err
     if fps <= 0 or frames <= 0:
         raise MediaError("PyAV reports no frame rate or frame count")
     return MediaInfo("video", width, height, fps, frames, duration or frames / fps)
