@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow lint clean-data
+.PHONY: install run test test-slow lint bench-extract
 
 install: $(STAMP)
 
@@ -38,3 +38,13 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+BENCH_STAMP := $(VENV)/.dfguard-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+# Face extraction against a dlib pipeline and the decode floor, on the demo corpus (run `make run` first).
+bench-extract: $(BENCH_STAMP)
+	$(BIN)/dfguard bench extract

@@ -103,3 +103,65 @@ def identities(sources_dir: Path) -> list:
     from dfguard.corpus.identities import find_identities
 
     return find_identities(sources_dir, min_face_px=100)
+
+
+class FaceScenes:
+    """Frames and videos showing real people from the fetched photos, at chosen sizes, places and roll.
+
+    Each person is cut from their photo as a square of about three face heights (their own hair and
+    background included) and placed on a plain backdrop; the true landmarks come along.
+    """
+
+    CUT_IN_FACES = 1.5  # half side of the square cut around a face, in face heights
+
+    def __init__(self, sources_dir: Path, identities: list) -> None:
+        self.sources_dir = sources_dir
+        self.appearances = {identity.name: identity.appearances[0] for identity in identities}
+        self._photos: dict[str, np.ndarray] = {}
+
+    def frame(
+        self,
+        people: list[tuple[str, tuple[float, float], float]],
+        size: tuple[int, int] = (320, 240),
+        roll_deg: float = 0.0,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """A BGR frame of `size` (width, height) with each (identity, face centre, face height) placed,
+        rolled by `roll_deg` (counter-clockwise); returns it and each person's true (5, 2) landmarks."""
+        width, height = size
+        canvas = np.full((height, width, 3), 110, np.uint8)
+        truths = []
+        for name, centre, face_px in people:
+            appearance = self.appearances[name]
+            scale = face_px / appearance.face.height
+            # Shrink first with area averaging: warping alone would alias a large photo.
+            photo = cv2.resize(
+                self._photo(appearance.photo), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+            )
+            box = appearance.face.box * scale
+            face_centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            matrix = cv2.getRotationMatrix2D(face_centre, roll_deg, 1.0)
+            matrix[:, 2] += np.asarray(centre) - face_centre
+            mask = np.zeros(photo.shape[:2], np.uint8)
+            x0, y0 = np.maximum(face_centre - self.CUT_IN_FACES * face_px, 0).astype(int)
+            x1, y1 = (face_centre + self.CUT_IN_FACES * face_px).astype(int)
+            mask[y0:y1, x0:x1] = 255
+            warped = cv2.warpAffine(photo, matrix, size, flags=cv2.INTER_LINEAR)
+            inside = cv2.warpAffine(mask, matrix, size, flags=cv2.INTER_NEAREST) > 0
+            canvas[inside] = warped[inside]
+            truths.append(appearance.face.landmarks * scale @ matrix[:, :2].T + matrix[:, 2])
+        return canvas, truths
+
+    def video(self, path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+        write_video(iter(frames), path, fps=fps, crf=18, preset="ultrafast")
+        return path
+
+    def _photo(self, rel: str) -> np.ndarray:
+        if rel not in self._photos:
+            self._photos[rel] = cv2.imread(str(self.sources_dir / rel))
+        return self._photos[rel]
+
+
+@pytest.fixture(scope="session")
+def face_scenes(sources_dir: Path, identities: list) -> FaceScenes:
+    """A factory of frames and videos with real faces placed where a test wants them."""
+    return FaceScenes(sources_dir, identities)

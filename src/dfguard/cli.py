@@ -63,6 +63,27 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from dfguard.faces.dataset import run_extract
+
+    cfg = _config(args, {"extract.out_dir": args.out}).extract
+    result = run_extract(cfg, progress=not args.no_progress)
+    print(
+        f"faces: {result.faces} from {result.items} items ({result.extracted} extracted, "
+        f"{result.cached} cached, {result.failed} failed) in {result.seconds:.0f} s -> {result.out_dir} "
+        f"(contract {result.contract_hash})"
+    )
+    return 0
+
+
+def _cmd_bench_extract(args: argparse.Namespace) -> int:
+    from dfguard.faces.bench import run_bench
+
+    cfg = _config(args, {}).extract
+    run_bench(cfg, Path(args.out), frames_per_video=args.frames, max_videos=args.max_videos)
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: raw data -> DVC-tracked stages -> default remote."""
     from dfguard.corpus.sources import fetch_sources
@@ -74,9 +95,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"source skipped: {skipped['source']}: {skipped['reason']}")
     track_raw_data()
     reproduce_and_push()
-    summary_path = Path(cfg.ingest.out_dir) / "summary.json"
-    print(f"\nDone. Manifest summary ({summary_path}):")
-    print(summary_path.read_text())
+    for title, summary_path in (
+        ("Manifest", Path(cfg.ingest.out_dir) / "summary.json"),
+        ("Face dataset", Path(cfg.extract.out_dir) / "summary.json"),
+    ):
+        print(f"\n{title} summary ({summary_path}):")
+        print(summary_path.read_text())
     print(f"Contact sheet: {Path(cfg.corpus.out_dir) / 'contact_sheet.jpg'}")
     return 0
 
@@ -112,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--ffpp-splits", help="folder with FaceForensics++'s train/val/test.json")
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=_cmd_ingest)
+
+    extract = commands.add_parser("extract", help="sample frames, detect, align and crop faces")
+    extract.add_argument("--out", help="face dataset folder (default: extract.out_dir)")
+    extract.add_argument("--no-progress", action="store_true")
+    extract.set_defaults(func=_cmd_extract)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
+    bench_extract = bench.add_parser(
+        "extract", help="face extraction vs a dlib pipeline and the decode floor"
+    )
+    bench_extract.add_argument("--out", default="bench/extract", help="where results and plots go")
+    bench_extract.add_argument("--frames", type=int, default=16, help="frames per video")
+    bench_extract.add_argument("--max-videos", type=int, help="limit the number of videos")
+    bench_extract.set_defaults(func=_cmd_bench_extract)
     return parser
 
 

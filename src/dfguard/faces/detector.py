@@ -39,11 +39,11 @@ class Face:
 class FaceDetector:
     """Batched MTCNN. `min_face_px` is the smallest face searched for; smaller ones are not found.
 
-    With `detect_face_px`, each frame is first shrunk so that a face of `min_face_px` measures
-    `detect_face_px` pixels (never enlarged), and boxes and landmarks are mapped back to the frame.
-    MTCNN's cost is its image pyramid and the candidate windows it crops, both of which scale with the
-    image area; shrinking keeps the guarantee "every face of at least `min_face_px` is searched for"
-    at any resolution while letting a 1080p frame cost about what a 360p frame does.
+    With `detect_face_px`, each frame is first shrunk so that a face of the smallest size searched for
+    measures `detect_face_px` pixels (never enlarged), and boxes and landmarks are mapped back to the
+    frame. MTCNN's cost is its image pyramid and the candidate windows it crops and scores, which
+    grow with the frame's area; shrinking keeps the guarantee "every face of at least `min_face_px`
+    is searched for" at any resolution while a 1080p frame costs about what a 360p frame does.
     """
 
     def __init__(
@@ -52,41 +52,47 @@ class FaceDetector:
         min_score: float = 0.9,
         device: str | None = None,
         detect_face_px: int | None = None,
+        channels_last: bool = False,
     ) -> None:
         if detect_face_px is not None and detect_face_px < MTCNN_WINDOW_PX:
             raise ValueError(f"detect_face_px must be at least {MTCNN_WINDOW_PX}, got {detect_face_px}")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.min_face_px = min_face_px
         self.min_score = min_score
-        self.scale = min(1.0, detect_face_px / min_face_px) if detect_face_px else 1.0
+        self.detect_face_px = detect_face_px
         self._mtcnn = MTCNN(
             keep_all=True,
-            min_face_size=max(MTCNN_WINDOW_PX, round(min_face_px * self.scale)),
             thresholds=list(MTCNN_THRESHOLDS),
             factor=MTCNN_PYRAMID_FACTOR,
             device=self.device,
             post_process=False,
         )
-        # Channels-last convolutions and pooling run 2-3x faster on CPU (oneDNN) for these small nets.
-        self._mtcnn.to(memory_format=torch.channels_last)
-
-    def _to_frame(self, coords: np.ndarray) -> np.ndarray:
-        """Map pixel coordinates from the shrunk image back to the frame (pixel centres line up)."""
-        return ((np.asarray(coords, np.float32) + 0.5) / self.scale - 0.5).astype(np.float32)
+        if channels_last:
+            # Channels-last convolutions and pooling run 2-3x faster on CPU (oneDNN) for these small
+            # nets, but round differently (landmarks move by ~1e-4 px): opt-in, so the corpus builder's
+            # detections, and with them the corpus bytes its DVC lock records, stay as they were.
+            self._mtcnn.to(memory_format=torch.channels_last)
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in one BGR image, largest first."""
         return self.detect_batch([image_bgr])[0]
 
-    def detect_batch(self, images_bgr: list[np.ndarray]) -> list[list[Face]]:
-        """Faces in each of several same-sized BGR images (MTCNN batches them in one pass)."""
+    def detect_batch(self, images_bgr: list[np.ndarray], min_face_px: int | None = None) -> list[list[Face]]:
+        """Faces in each of several same-sized BGR images (MTCNN batches them in one pass), largest first.
+
+        `min_face_px` overrides the smallest face searched for in this call.
+        """
         if not images_bgr:
             return []
-        if self.scale < 1.0:
+        min_face_px = min_face_px or self.min_face_px
+        scale = min(1.0, self.detect_face_px / min_face_px) if self.detect_face_px else 1.0
+        if scale < 1.0:
             images_bgr = [
-                cv2.resize(image, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
+                cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
                 for image in images_bgr
             ]
         rgb = np.stack([cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for image in images_bgr])
+        self._mtcnn.min_face_size = max(MTCNN_WINDOW_PX, round(min_face_px * scale))
         with torch.inference_mode():
             boxes, scores, points = self._mtcnn.detect(rgb, landmarks=True)
         results = []
@@ -95,7 +101,13 @@ class FaceDetector:
             if frame_boxes is not None:
                 for box, score, landmarks in zip(frame_boxes, frame_scores, frame_points, strict=True):
                     if score is not None and float(score) >= self.min_score:
-                        faces.append(Face(self._to_frame(box), self._to_frame(landmarks), float(score)))
+                        faces.append(Face(_unscale(box, scale), _unscale(landmarks, scale), float(score)))
             faces.sort(key=lambda face: face.width * face.height, reverse=True)
             results.append(faces)
         return results
+
+
+def _unscale(coords: np.ndarray, scale: float) -> np.ndarray:
+    """Map pixel coordinates from the shrunk image back to the frame (pixel centres line up)."""
+    coords = np.asarray(coords, np.float32)
+    return coords if scale == 1.0 else ((coords + 0.5) / scale - 0.5).astype(np.float32)

@@ -26,7 +26,6 @@ OK, NO_FACE, FACE_TOO_SMALL = "OK", "NO_FACE", "FACE_TOO_SMALL"
 # Quarter turns tried when most frames show no face: sideways first (phone videos whose rotation
 # flag was lost), then upside down.
 ROTATIONS = (1, 3, 2)
-STAGES = ("decode", "detect", "align")
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,11 @@ def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
 def build_detector(contract: PreprocessingContract, device: str = "") -> FaceDetector:
     """The detector a contract names, on `device` ("" for CUDA when present, else the CPU)."""
     return FaceDetector(
-        min_face_px=contract.search_face_px,
+        min_face_px=contract.min_face_px,
         min_score=contract.min_score,
         device=device or None,
         detect_face_px=contract.detect_face_px,
+        channels_last=True,
     )
 
 
@@ -108,13 +108,14 @@ def extract_faces(
     seconds: dict[str, float] = {}
     with timed(seconds, "detect"):
         found, quarter_turns = _detect_oriented(frames, detector, contract)
-    kept = [[face for face in faces if _face_px(face) >= contract.min_face_px] for faces in found]
+        kept = [[face for face in faces if _face_px(face) >= contract.min_face_px] for faces in found]
+        too_small = _too_small(frames, kept, quarter_turns, detector, contract)
     records, extracted = [], []
     with timed(seconds, "align"):
-        for frame, index, stamp, faces, frame_kept, track_ids in zip(
-            frames, indices, timestamps_s, found, kept, assign_tracks(kept), strict=True
+        for frame, index, stamp, frame_kept, small, track_ids in zip(
+            frames, indices, timestamps_s, kept, too_small, assign_tracks(kept), strict=True
         ):
-            status = OK if frame_kept else FACE_TOO_SMALL if faces else NO_FACE
+            status = OK if frame_kept else FACE_TOO_SMALL if small else NO_FACE
             records.append(FrameRecord(index, stamp, status, len(frame_kept)))
             for face, track_id in zip(frame_kept, track_ids, strict=True):
                 crop, _ = align_face(frame, face.landmarks, contract.crop_size, contract.margin)
@@ -126,6 +127,10 @@ def extract_faces(
 def _face_px(face: Face) -> float:
     # The longest side, so the size of a face does not depend on the frame's orientation.
     return max(face.width, face.height)
+
+
+def _turned(frames: list[np.ndarray], turns: int) -> list[np.ndarray]:
+    return [np.ascontiguousarray(np.rot90(frame, turns)) for frame in frames] if turns else frames
 
 
 def _detect_oriented(
@@ -141,14 +146,35 @@ def _detect_oriented(
     best_turns, best_hits = 0, sum(bool(faces) for faces in found)
     if not contract.orientation_search or best_hits * 2 >= len(frames):
         return found, 0
+    height, width = frames[0].shape[:2]
     for turns in ROTATIONS:
-        turned = detector.detect_batch([np.ascontiguousarray(np.rot90(frame, turns)) for frame in frames])
+        turned = detector.detect_batch(_turned(frames, turns))
         hits = sum(bool(faces) for faces in turned)
         if hits > best_hits:
-            height, width = frames[0].shape[:2]
             found = [[_unturn(face, turns, width, height) for face in faces] for faces in turned]
             best_turns, best_hits = turns, hits
     return found, best_turns
+
+
+def _too_small(
+    frames: list[np.ndarray],
+    kept: list[list[Face]],
+    turns: int,
+    detector: FaceDetector,
+    contract: PreprocessingContract,
+) -> list[bool]:
+    """Whether each frame without a kept face shows a face of at least `search_face_px`.
+
+    Searching small faces costs several times more (the image pyramid grows with the inverse square
+    of the smallest face), so only frames that kept no face pay for it; a small face beside a kept
+    one would not be kept anyway.
+    """
+    empty = [i for i, faces in enumerate(kept) if not faces]
+    if not empty or contract.search_face_px >= contract.min_face_px:
+        return [False] * len(frames)
+    found = detector.detect_batch(_turned([frames[i] for i in empty], turns), contract.search_face_px)
+    small = dict(zip(empty, (bool(faces) for faces in found), strict=True))
+    return [small.get(i, False) for i in range(len(frames))]
 
 
 def _unturn(face: Face, turns: int, width: int, height: int) -> Face:

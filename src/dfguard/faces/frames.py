@@ -57,6 +57,8 @@ def read_sampled(path: Path, n: int, backends: tuple[Backend, ...] = BACKENDS) -
 
     Raises MediaError (unsupported, empty, corrupt, no decodable frame) naming what each backend said.
     """
+    if n < 1:
+        raise ValueError(f"at least one frame must be sampled, got {n}")
     kind = media_kind(path)
     if kind is None:
         raise MediaError(f"unsupported file type {path.suffix or '(none)'!r}")
@@ -160,7 +162,9 @@ def _read_pyav(path: Path, n: int) -> SampledFrames:
                 duration = container.duration / av.time_base
             frame_count = stream.frames or round(duration * fps)
     except av.FFmpegError as err:
-        raise MediaError(f"cannot open it ({err})") from err
+        # strerror, not str(err): that names the absolute path, and failure reports must not differ
+        # between machines.
+        raise MediaError(f"cannot open it ({err.strerror})") from err
     if fps <= 0 or frame_count <= 0:
         raise MediaError("no frame rate or frame count")
 

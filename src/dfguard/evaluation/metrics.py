@@ -1,0 +1,265 @@
+"""Detection metrics as plain numpy functions of `labels` (1 = fake, 0 = real) and scores.
+
+Scores are fake probabilities (or any score where larger means "more likely fake"; only the
+probability-based metrics, log-loss, Brier and ECE, need true probabilities). A prediction is FAKE
+when `score >= threshold`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+ECE_BINS = 15
+PROBABILITY_EPS = 1e-7  # log-loss clipping: a single 0/1 probability on a wrong label is not infinite
+
+ArrayLike = np.ndarray | list[float] | list[int]
+
+
+def _inputs(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels).astype(np.int64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape or y.size == 0:
+        raise ValueError(f"labels and scores must be equal-length and non-empty, got {y.size} and {s.size}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    return y, s
+
+
+def _both_classes(y: np.ndarray, metric: str) -> None:
+    if y.min() == y.max():
+        raise ValueError(f"{metric} needs both real and fake samples")
+
+
+def roc_curve(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), one point per distinct score from the highest down, plus the (0, 0)
+    start at threshold +inf. Tied scores form one point: a threshold cannot split them."""
+    y, s = _inputs(labels, scores)
+    _both_classes(y, "a ROC curve")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = last_of_tie + 1 - tps
+    fpr = np.r_[0.0, fps / (y.size - y.sum())]
+    tpr = np.r_[0.0, tps / y.sum()]
+    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+
+
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve: the chance a random fake scores above a random real, ties counting
+    one half (trapezoids over the tie-grouped curve give exactly that)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def precision_recall_curve(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds) at each distinct score from the highest down."""
+    y, s = _inputs(labels, scores)
+    fpr, tpr, thresholds = roc_curve(y, s)
+    tps = tpr[1:] * y.sum()
+    fps = fpr[1:] * (y.size - y.sum())
+    return tps / (tps + fps), tpr[1:], thresholds[1:]
+
+
+def average_precision(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Sum over thresholds of (recall gain) x precision, the step-wise area (as scikit-learn's)."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def equal_error_rate(labels: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
+    """(EER, threshold): the error rate where false-positive and false-negative rates are equal.
+
+    Between the two ROC points where FNR - FPR changes sign, the rates are interpolated linearly; the
+    threshold returned is that of the nearer of the two points (thresholds exist only at scores).
+    """
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    gap = (1.0 - tpr) - fpr  # decreasing along the curve, from 1 at (0, 0) to -1 at (1, 1)
+    i = int(np.argmax(gap <= 0))  # >= 1: gap is 1 at the first point
+    if gap[i] == 0:
+        return float(fpr[i]), float(thresholds[i])
+    frac = gap[i - 1] / (gap[i - 1] - gap[i])
+    eer = fpr[i - 1] + frac * (fpr[i] - fpr[i - 1])
+    nearer = i if frac >= 0.5 else i - 1
+    return float(eer), float(thresholds[nearer])
+
+
+def confusion_matrix(labels: ArrayLike, scores: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """[[TN, FP], [FN, TP]] with FAKE predicted when score >= threshold."""
+    y, s = _inputs(labels, scores)
+    predicted = (s >= threshold).astype(np.int64)
+    return np.bincount(2 * y + predicted, minlength=4).reshape(2, 2)
+
+
+def threshold_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 (fake is the positive class) and the four counts."""
+    (tn, fp), (fn, tp) = confusion_matrix(labels, scores, threshold)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": float((tp + tn) / (tn + fp + fn + tp)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
+    }
+
+
+def log_loss(labels: ArrayLike, probabilities: ArrayLike) -> float:
+    y, p = _inputs(labels, probabilities)
+    p = np.clip(p, PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def brier_score(labels: ArrayLike, probabilities: ArrayLike) -> float:
+    y, p = _inputs(labels, probabilities)
+    return float(np.mean((p - y) ** 2))
+
+
+@dataclass(frozen=True)
+class ReliabilityData:
+    """Per-bin figures of a reliability diagram over equal-width bins of the fake probability."""
+
+    edges: np.ndarray  # (n_bins + 1,)
+    counts: np.ndarray  # (n_bins,) samples per bin
+    mean_probability: np.ndarray  # (n_bins,) NaN for empty bins
+    fake_fraction: np.ndarray  # (n_bins,) observed frequency of fakes, NaN for empty bins
+
+
+def reliability_data(labels: ArrayLike, probabilities: ArrayLike, n_bins: int = ECE_BINS) -> ReliabilityData:
+    """Bin i holds probabilities in [i/n, (i+1)/n); the last bin also holds 1.0."""
+    y, p = _inputs(labels, probabilities)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(bins, weights=p, minlength=n_bins) / counts
+        fake_fraction = np.bincount(bins, weights=y, minlength=n_bins) / counts
+    return ReliabilityData(edges, counts, mean_p, fake_fraction)
+
+
+def expected_calibration_error(labels: ArrayLike, probabilities: ArrayLike, n_bins: int = ECE_BINS) -> float:
+    """ECE of the fake probability: the count-weighted mean over bins of |mean probability - fake
+    fraction|. (This is the binary "P(fake)" form, not the top-label-confidence form.)"""
+    data = reliability_data(labels, probabilities, n_bins)
+    filled = data.counts > 0
+    gaps = np.abs(data.mean_probability[filled] - data.fake_fraction[filled])
+    return float(np.sum(data.counts[filled] * gaps) / data.counts.sum())
+
+
+def summary_metrics(labels: ArrayLike, probabilities: ArrayLike, threshold: float = 0.5) -> dict[str, float]:
+    """Every metric above in one flat dict (for MLflow); ranking metrics are NaN with one class only."""
+    y, p = _inputs(labels, probabilities)
+    both = y.min() != y.max()
+    eer, eer_threshold = equal_error_rate(y, p) if both else (float("nan"), float("nan"))
+    return {
+        "n": float(y.size),
+        "n_fake": float(y.sum()),
+        "auc": roc_auc(y, p) if both else float("nan"),
+        "average_precision": average_precision(y, p) if both else float("nan"),
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "log_loss": log_loss(y, p),
+        "brier": brier_score(y, p),
+        "ece": expected_calibration_error(y, p),
+        "threshold": float(threshold),
+        **{k: float(v) for k, v in threshold_metrics(y, p, threshold).items()},
+    }
+
+
+def metrics_by_group(
+    table: pd.DataFrame,
+    by: str,
+    reals: Literal["shared", "grouped"],
+    threshold: float = 0.5,
+    label_col: str = "label",
+    score_col: str = "probability",
+) -> pd.DataFrame:
+    """`summary_metrics` per value of column `by`, one row per group.
+
+    reals="shared": for columns only fakes have (manipulation method), groups are formed from the fake
+    rows and each is scored against *all* real rows, as FaceForensics++ reports per-method AUC.
+    reals="grouped": for columns both classes have (compression, quality bucket), each group is scored
+    on its own rows.
+    """
+    labels = table[label_col].to_numpy()
+    rows = []
+    if reals == "shared":
+        real_rows = table[labels == 0]
+        for value, fakes in table[labels == 1].groupby(by, sort=True):
+            group = pd.concat([real_rows, fakes])
+            rows.append({by: value, **summary_metrics(group[label_col], group[score_col], threshold)})
+    elif reals == "grouped":
+        for value, group in table.groupby(by, sort=True):
+            rows.append({by: value, **summary_metrics(group[label_col], group[score_col], threshold)})
+    else:
+        raise ValueError(f"reals must be 'shared' or 'grouped', got {reals!r}")
+    return pd.DataFrame(rows)
+
+
+AggregationRule = Literal["mean", "max", "confident"]
+
+
+def confident_mean(
+    probabilities: np.ndarray,
+    fake_above: float = 0.8,
+    real_below: float = 0.2,
+    min_fake_fraction: float = 0.4,
+    min_real_fraction: float = 0.9,
+) -> float:
+    """The DFDC winner's video rule (Seferbekov, 2020), with its constants as fractions.
+
+    If more than `min_fake_fraction` of the frames are confidently fake (> `fake_above`), the video
+    score is the mean of those frames: a manipulation often shows on only part of a clip, and the
+    plain mean would dilute it. Otherwise, if more than `min_real_fraction` of frames are confidently
+    real (< `real_below`), it is the mean of those (a few noisy frames should not raise a clear real).
+    Otherwise, the mean of all frames. (The original used "more than 32 / 2.5 and more than 11 of 32
+    frames", which at 32 frames is the 0.4 fraction here.)
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    confident_fake = p > fake_above
+    confident_real = p < real_below
+    if confident_fake.sum() > min_fake_fraction * p.size:
+        return float(p[confident_fake].mean())
+    if confident_real.sum() > min_real_fraction * p.size:
+        return float(p[confident_real].mean())
+    return float(p.mean())
+
+
+def aggregate_video_scores(
+    frame_table: pd.DataFrame,
+    rule: AggregationRule = "mean",
+    score_col: str = "probability",
+    video_col: str = "video_id",
+    frame_col: str = "frame",
+    carry: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Video-level scores from a table with one row per face: the faces of a frame are reduced by max
+    (one fake face makes the frame fake), then the frames of a video by `rule` ("mean", "max" or
+    "confident", see `confident_mean`).
+
+    Rows with a missing score (no usable face) are ignored; a video with none gets a NaN score.
+    Returns one row per video: `video_col`, `score_col`, `n_frames`, and the `carry` columns (their
+    first value per video, e.g. label or method).
+    """
+    reducers = {"mean": "mean", "max": "max", "confident": confident_mean}
+    if rule not in reducers:
+        raise ValueError(f"unknown aggregation rule {rule!r}: expected one of {sorted(reducers)}")
+    scored = frame_table.dropna(subset=[score_col])
+    per_frame = scored.groupby([video_col, frame_col], sort=False)[score_col].max()
+    per_video = per_frame.groupby(level=0, sort=False).agg([reducers[rule], "size"])
+    per_video.columns = [score_col, "n_frames"]
+    videos = pd.Index(frame_table[video_col].unique(), name=video_col)
+    result = per_video.reindex(videos)
+    result["n_frames"] = result["n_frames"].fillna(0).astype(np.int64)
+    if carry:
+        result = result.join(frame_table.groupby(video_col, sort=False)[list(carry)].first())
+    return result.reset_index()

@@ -1,0 +1,86 @@
+"""ROC, precision-recall and reliability plots, written as PNG files (matplotlib's Agg backend, so
+no display is needed). Each takes several named curves, to compare models or before/after
+calibration on one figure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot is imported: servers and CI have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from dfguard.evaluation.metrics import (
+    ECE_BINS,
+    average_precision,
+    expected_calibration_error,
+    precision_recall_curve,
+    reliability_data,
+    roc_auc,
+    roc_curve,
+)
+
+Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name -> (labels, scores or probabilities)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def plot_roc(curves: Curves, path: str | Path, title: str = "ROC") -> Path:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (labels, scores) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(labels, scores):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        xlabel="false positive rate (reals flagged)", ylabel="true positive rate (fakes caught)", title=title
+    )
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_precision_recall(curves: Curves, path: str | Path, title: str = "Precision-recall") -> Path:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (labels, scores) in curves.items():
+        precision, recall, _ = precision_recall_curve(labels, scores)
+        ax.step(recall, precision, where="post", label=f"{name} (AP {average_precision(labels, scores):.3f})")
+    ax.set(xlabel="recall (fake)", ylabel="precision (fake)", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(loc="lower left")
+    return _save(fig, path)
+
+
+def plot_reliability(
+    curves: Curves, path: str | Path, n_bins: int = ECE_BINS, title: str = "Reliability diagram"
+) -> Path:
+    """Observed fake fraction per probability bin against the diagonal of perfect calibration, with
+    the number of samples per bin underneath (a bin of three samples says little)."""
+    fig, (ax, ax_counts) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    width = 1.0 / n_bins / max(len(curves), 1)
+    for i, (name, (labels, probabilities)) in enumerate(curves.items()):
+        data = reliability_data(labels, probabilities, n_bins)
+        filled = data.counts > 0
+        ece = expected_calibration_error(labels, probabilities, n_bins)
+        ax.plot(
+            data.mean_probability[filled],
+            data.fake_fraction[filled],
+            marker="o",
+            label=f"{name} (ECE {ece:.3f})",
+        )
+        ax_counts.bar(data.edges[:-1] + i * width, data.counts, width=width, align="edge", label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(ylabel="observed fake fraction", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend(loc="upper left")
+    ax_counts.set(xlabel="predicted fake probability", ylabel="samples")
+    ax_counts.set_yscale("log")
+    return _save(fig, path)

@@ -1,0 +1,25 @@
+"""Detectors: a strict registry, one interface (`Detector` -> `DetectorOutput`) and safetensors IO.
+
+Importing the package registers every built-in model: `efficientnet_lite0` (the default),
+`mobilenet_v2`, `resnet50`, `small_cnn`, `temporal` and `ensemble`.
+"""
+
+from dfguard.models import ensemble, frame, temporal  # noqa: F401  (registers the built-in models)
+from dfguard.models.base import Detector, DetectorOutput, FrameDetector, freeze_backbone
+from dfguard.models.io import load_detector, save_detector
+from dfguard.models.registry import get_model, list_models, register_model
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Detector",
+    "DetectorOutput",
+    "FrameDetector",
+    "freeze_backbone",
+    "get_model",
+    "list_models",
+    "load_detector",
+    "register_model",
+    "save_detector",
+]

@@ -1,0 +1,50 @@
+"""Save and load detectors as `model.safetensors` + `config.json`: nothing is ever unpickled.
+
+`config.json` holds the model's registry name and resolved settings (`model`), its input preset
+(`preset`) and whatever the caller adds (`extra_config`: the preprocessing contract, calibration,
+lineage), so the folder alone is enough to rebuild the model and feed it correctly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from dfguard.models.base import Detector
+from dfguard.models.registry import get_model
+from dfguard.models.weights import initial_weights_skipped
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+RESERVED_KEYS = ("model", "preset")
+
+
+def save_detector(model: Detector, out_dir: str | Path, extra_config: dict[str, Any] | None = None) -> Path:
+    """Write the detector's weights and config under `out_dir`; returns the folder."""
+    extra = extra_config or {}
+    clash = [k for k in RESERVED_KEYS if k in extra]
+    if clash:
+        raise ValueError(f"extra_config may not set {clash}: they describe the model itself")
+    if not model.config:
+        raise ValueError("the model has no recorded config: build it with get_model()")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # safetensors stores dense row-major tensors: channels_last weights are copied to that layout.
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "model": model.config["name"]})
+    config = {"model": model.config, "preset": model.preset.to_dict(), **extra}
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def load_detector(model_dir: str | Path) -> tuple[Detector, dict[str, Any]]:
+    """Rebuild a saved detector in eval mode; returns it and its full config."""
+    folder = Path(model_dir)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    with initial_weights_skipped():
+        model = get_model(config["model"]["name"], **config["model"]["kwargs"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+    return model.eval(), config

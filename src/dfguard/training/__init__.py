@@ -1,0 +1,1 @@
+"""Training: on-the-fly fake synthesis (`sbi`) and, later, the training loop."""

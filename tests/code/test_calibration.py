@@ -1,0 +1,90 @@
+"""Temperature scaling, the decision threshold and the UNCERTAIN band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from dfguard.calibration import (
+    FAKE,
+    REAL,
+    UNCERTAIN,
+    Calibrator,
+    choose_band,
+    fit_calibrator,
+    fit_temperature,
+)
+
+
+def _overconfident(n: int = 20000, scale: float = 5.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from sigmoid(true logit), so the true logits are perfectly calibrated; the model
+    reports them multiplied by `scale`."""
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(0.0, 2.0, n)
+    labels = (rng.random(n) < expit(true_logits)).astype(np.int64)
+    return true_logits * scale, labels
+
+
+def test_temperature_recovers_the_overconfidence_factor() -> None:
+    logits, labels = _overconfident()
+    assert fit_temperature(logits, labels) == pytest.approx(5.0, rel=0.1)
+
+
+def test_calibrator_lowers_ece_and_nll() -> None:
+    logits, labels = _overconfident()
+    cal = fit_calibrator(logits, labels)
+    assert cal.temperature == pytest.approx(5.0, rel=0.1)
+    assert cal.ece_after < 0.02 < 0.1 < cal.ece_before
+    assert cal.nll_after < cal.nll_before
+    np.testing.assert_allclose(cal.apply(logits), expit(logits / cal.temperature))
+    # Scaling never changes the order, so the EER threshold sits near p = 0.5 for balanced data.
+    assert abs(cal.threshold - 0.5) < 0.1
+
+
+def test_band_meets_the_accuracy_target_on_validation() -> None:
+    logits, labels = _overconfident(n=4000, seed=1)
+    cal = fit_calibrator(logits, labels, target_accuracy=0.9, max_uncertain_fraction=0.5)
+    assert cal.target_met and cal.margin > 0
+    assert cal.decided_accuracy >= 0.9
+    probs = cal.apply(logits)
+    verdicts = np.array([cal.verdict(p) for p in probs])
+    decided = verdicts != UNCERTAIN
+    assert decided.mean() == pytest.approx(1 - cal.uncertain_fraction)
+    assert ((verdicts[decided] == FAKE) == (labels[decided] == 1)).mean() >= 0.9
+
+
+def test_choose_band_hand_case() -> None:
+    # Threshold 0.5; the two samples nearest to it (distance .05) are the two mistakes.
+    probs = np.array([0.95, 0.9, 0.1, 0.05, 0.55, 0.45, 0.6, 0.4])
+    labels = np.array([1, 1, 0, 0, 0, 1, 1, 0])
+    assert choose_band(probs, labels, 0.5, target_accuracy=1.0, max_uncertain_fraction=0.5) == (
+        pytest.approx(0.1),
+        True,
+    )
+    margin, met = choose_band(probs, labels, 0.5, target_accuracy=1.0, max_uncertain_fraction=0.1)
+    assert not met and margin == pytest.approx(0.05)  # the cap allows no band: every sample decided
+    assert choose_band(probs[:4], labels[:4], 0.5) == (0.0, True)  # all correct: no band needed
+
+
+def test_verdicts_and_json_round_trip(tmp_path: Path) -> None:
+    cal = Calibrator(
+        temperature=2.0,
+        threshold=0.5,
+        margin=0.1,
+        target_accuracy=0.95,
+        target_met=True,
+        n_validation=10,
+        ece_before=0.2,
+        ece_after=0.05,
+        nll_before=0.9,
+        nll_after=0.5,
+        uncertain_fraction=0.2,
+        decided_accuracy=0.96,
+    )
+    assert cal.verdict(0.55) == UNCERTAIN and cal.verdict(0.45) == UNCERTAIN
+    assert cal.verdict(0.65) == FAKE and cal.verdict(0.35) == REAL
+    assert Calibrator.load(cal.save(tmp_path / "calibration.json")) == cal
+    assert cal.apply(np.array([2.0]))[0] == pytest.approx(expit(1.0))

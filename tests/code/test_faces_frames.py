@@ -1,0 +1,98 @@
+"""Frame sampling and reading: evenly spaced indices, seeking to the right frames, bad files refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dfguard.faces.frames import SEEK_GAP_FRAMES, read_sampled, sample_indices
+from dfguard.media import MediaError, write_video
+
+BITS, CELL = 10, 16  # frame numbers up to 1023, one 16x16 black or white cell per bit
+
+
+def _numbered_frame(number: int) -> np.ndarray:
+    frame = np.zeros((CELL * 2, CELL * BITS // 2, 3), np.uint8)
+    for bit in range(BITS):
+        if number >> bit & 1:
+            row, col = divmod(bit, BITS // 2)
+            frame[row * CELL : (row + 1) * CELL, col * CELL : (col + 1) * CELL] = 255
+    return frame
+
+
+def _read_number(frame: np.ndarray) -> int:
+    number = 0
+    for bit in range(BITS):
+        row, col = divmod(bit, BITS // 2)
+        cell = frame[row * CELL + 4 : (row + 1) * CELL - 4, col * CELL + 4 : (col + 1) * CELL - 4]
+        number |= int(cell.mean() > 128) << bit
+    return number
+
+
+@pytest.fixture(scope="module")
+def numbered_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 frames, each showing its own frame number: long enough that sampling must seek."""
+    path = tmp_path_factory.mktemp("numbered") / "numbered.mp4"
+    write_video((_numbered_frame(i) for i in range(600)), path, fps=25, crf=12, preset="ultrafast")
+    return path
+
+
+@pytest.mark.parametrize(("count", "n"), [(100, 16), (61, 16), (17, 16), (600, 2), (1000, 7)])
+def test_sample_indices_are_evenly_spaced_segment_centres(count: int, n: int) -> None:
+    indices = sample_indices(count, n)
+    assert len(indices) == n == len(set(indices))
+    assert indices[0] >= 0 and indices[-1] < count
+    gaps = np.diff(indices)
+    assert gaps.max() - gaps.min() <= 1
+    assert abs(indices[0] - (count - 1 - indices[-1])) <= 1  # as far from the start as from the end
+
+
+def test_short_videos_give_every_frame_and_empty_ones_none(numbered_video: Path) -> None:
+    assert sample_indices(5, 16) == [0, 1, 2, 3, 4]
+    assert sample_indices(0, 16) == []
+    with pytest.raises(ValueError, match="at least one frame"):
+        read_sampled(numbered_video, 0)
+
+
+@pytest.mark.parametrize("backend", ["opencv", "pyav"])
+@pytest.mark.parametrize("n", [2, 3, 16])
+def test_the_sampled_frames_are_the_frames_asked_for(numbered_video: Path, backend: str, n: int) -> None:
+    sampled = read_sampled(numbered_video, n, backends=(backend,))
+    assert sampled.backend == backend
+    assert sampled.frame_count == 600
+    assert sampled.indices == sample_indices(600, n)
+    assert [_read_number(frame) for frame in sampled.frames] == sampled.indices
+    assert sampled.timestamps_s == pytest.approx([i / 25 for i in sampled.indices])
+
+
+def test_gaps_longer_than_a_keyframe_interval_are_sought(numbered_video: Path) -> None:
+    assert max(np.diff(sample_indices(600, 2))) > SEEK_GAP_FRAMES  # so n=2 above took the seek path
+
+
+def test_an_image_is_one_frame(tmp_path: Path) -> None:
+    path = tmp_path / "still.png"
+    cv2.imwrite(str(path), _numbered_frame(5))
+    sampled = read_sampled(path, 16)
+    assert (sampled.indices, sampled.backend, sampled.timestamps_s) == ([0], "image", [0.0])
+    assert _read_number(sampled.frames[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("corrupt.mp4", b"\x00\x01garbage" * 300, "unreadable video"),
+        ("empty.mp4", b"", "empty file"),
+        ("corrupt.jpg", b"not a jpeg" * 50, "unreadable image"),
+        ("notes.txt", b"hello", "unsupported file type"),
+    ],
+)
+def test_unreadable_files_raise_media_error_with_the_reason(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(MediaError, match=message):
+        read_sampled(path, 16)

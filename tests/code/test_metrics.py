@@ -1,0 +1,177 @@
+"""Metrics against hand-computed cases (and scikit-learn where it defines the same quantity)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from dfguard.evaluation import (
+    aggregate_video_scores,
+    average_precision,
+    brier_score,
+    confusion_matrix,
+    equal_error_rate,
+    expected_calibration_error,
+    log_loss,
+    metrics_by_group,
+    reliability_data,
+    roc_auc,
+    summary_metrics,
+    threshold_metrics,
+)
+from dfguard.evaluation.plots import plot_precision_recall, plot_reliability, plot_roc
+
+
+def test_auc_with_ties_counts_half() -> None:
+    # Fakes score 0.4, 0.8, 0.4; reals 0.1, 0.4, 0.6. Pairs won: 0.4 -> 1 + 1/2, 0.8 -> 3, 0.4 -> 1 + 1/2.
+    labels = [0, 0, 1, 1, 0, 1]
+    scores = [0.1, 0.4, 0.4, 0.8, 0.6, 0.4]
+    assert roc_auc(labels, scores) == pytest.approx(6 / 9)
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_auc_and_ap_match_scikit_learn_on_random_scores() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(rng.random(500) + 0.3 * labels, 2)  # rounding makes many ties
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores))
+
+
+def test_average_precision_hand_case() -> None:
+    # Ranked fake, real, fake: precision 1 at recall 1/2, then 2/3 at recall 1.
+    assert average_precision([1, 0, 1], [0.9, 0.8, 0.7]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+
+
+def test_eer_separable() -> None:
+    assert equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == (0.0, 0.8)
+
+
+def test_eer_known_overlap_at_a_curve_point() -> None:
+    # At threshold 0.6: one of four reals (0.6) flagged, one of four fakes (0.4) missed.
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+    assert equal_error_rate(labels, scores) == pytest.approx((0.25, 0.6))
+
+
+def test_eer_interpolates_across_a_tie() -> None:
+    # A real and a fake tie at 0.5: the curve jumps from (FPR 0, FNR 1/2) to (1/2, 0); the rates are
+    # equal half-way along that segment.
+    eer, threshold = equal_error_rate([0, 1, 0, 1], [0.1, 0.5, 0.5, 0.9])
+    assert eer == pytest.approx(0.25)
+    assert threshold == 0.5
+
+
+def test_threshold_metrics_and_confusion_matrix() -> None:
+    labels = [1, 1, 1, 0, 0]
+    scores = [0.9, 0.6, 0.2, 0.7, 0.1]
+    np.testing.assert_array_equal(confusion_matrix(labels, scores, 0.5), [[1, 1], [1, 2]])
+    result = threshold_metrics(labels, scores, 0.5)
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    assert result["precision"] == pytest.approx(2 / 3)
+    assert result["recall"] == pytest.approx(2 / 3)
+    assert result["f1"] == pytest.approx(2 / 3)
+    assert threshold_metrics(labels, scores, 0.6)["tp"] == 2  # score == threshold counts as fake
+
+
+def test_log_loss_and_brier() -> None:
+    assert log_loss([1, 0], [0.9, 0.2]) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
+    assert brier_score([1, 0], [0.9, 0.2]) == pytest.approx((0.01 + 0.04) / 2)
+    assert math.isfinite(log_loss([1], [0.0]))  # clipped, not infinite
+
+
+def test_ece_hand_made_two_bins() -> None:
+    # Bin [0, .5): mean p .2, fake fraction 1/2; bin [.5, 1]: mean p .8, fraction 1. Half the samples each.
+    ece = expected_calibration_error([0, 1, 1, 1], [0.2, 0.2, 0.8, 0.8], n_bins=2)
+    assert ece == pytest.approx(0.5 * 0.3 + 0.5 * 0.2)
+
+
+def test_reliability_data_uses_15_equal_bins_and_keeps_one() -> None:
+    data = reliability_data([0, 1, 1], [0.0, 0.5, 1.0])
+    assert len(data.counts) == 15 and data.edges[1] == pytest.approx(1 / 15)
+    assert data.counts[0] == 1 and data.counts[7] == 1 and data.counts[14] == 1  # 1.0 in the last bin
+    assert np.isnan(data.mean_probability[1])
+    assert expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.0
+
+
+def test_one_class_raises_for_ranking_metrics_and_summary_gives_nan() -> None:
+    with pytest.raises(ValueError, match="both"):
+        roc_auc([1, 1], [0.2, 0.3])
+    summary = summary_metrics([1, 1], [0.2, 0.9])
+    assert np.isnan(summary["auc"]) and summary["recall"] == 0.5
+
+
+def _faces() -> pd.DataFrame:
+    rows = [
+        # video a: frame 0 has two faces (max 0.9), then 0.3 and 0.6
+        ("a", 0, 0.1, 1),
+        ("a", 0, 0.9, 1),
+        ("a", 1, 0.3, 1),
+        ("a", 2, 0.6, 1),
+        # video b: 5 of 10 frames confidently fake (> 40 %), the rest undecided
+        *[("b", i, 0.95, 1) for i in range(5)],
+        *[("b", i, 0.5, 1) for i in range(5, 10)],
+        # video c: 19 of 20 frames confidently real (> 90 %), one outlier
+        *[("c", i, 0.1, 0) for i in range(19)],
+        ("c", 19, 0.9, 0),
+        # video d: no usable face in any frame
+        ("d", 0, np.nan, 0),
+    ]
+    return pd.DataFrame(rows, columns=["video_id", "frame", "probability", "label"])
+
+
+def test_video_aggregation_rules() -> None:
+    faces = _faces()
+    mean = aggregate_video_scores(faces, "mean", carry=("label",)).set_index("video_id")
+    assert mean.loc["a", "probability"] == pytest.approx((0.9 + 0.3 + 0.6) / 3)
+    assert mean.loc["a", "n_frames"] == 3 and mean.loc["a", "label"] == 1
+    assert np.isnan(mean.loc["d", "probability"]) and mean.loc["d", "n_frames"] == 0
+    assert list(mean.index) == ["a", "b", "c", "d"]
+
+    maximum = aggregate_video_scores(faces, "max").set_index("video_id")["probability"]
+    assert maximum["a"] == pytest.approx(0.9) and maximum["c"] == pytest.approx(0.9)
+
+    confident = aggregate_video_scores(faces, "confident").set_index("video_id")["probability"]
+    assert confident["a"] == pytest.approx(0.6)  # neither rule fires: plain mean
+    assert confident["b"] == pytest.approx(0.95)  # mean of the confident fakes
+    assert confident["c"] == pytest.approx(0.1)  # mean of the confident reals
+    with pytest.raises(ValueError, match="rule"):
+        aggregate_video_scores(faces, "median")  # type: ignore[arg-type]
+
+
+def test_breakdown_by_method_shares_the_reals() -> None:
+    table = pd.DataFrame(
+        {
+            "label": [0, 0, 1, 1, 1, 1],
+            "method": ["real", "real", "swap", "swap", "blend", "blend"],
+            "compression": ["c23", "c40", "c23", "c40", "c23", "c40"],
+            "probability": [0.1, 0.6, 0.9, 0.8, 0.5, 0.4],
+        }
+    )
+    by_method = metrics_by_group(table, "method", reals="shared").set_index("method")
+    assert list(by_method.index) == ["blend", "swap"]
+    assert by_method.loc["swap", "auc"] == 1.0 and by_method.loc["swap", "n"] == 4
+    assert by_method.loc["blend", "auc"] == pytest.approx(0.5)
+    by_compression = metrics_by_group(table, "compression", reals="grouped").set_index("compression")
+    assert by_compression.loc["c40", "n"] == 3
+    assert by_compression.loc["c23", "auc"] == 1.0  # reals 0.1 vs fakes 0.9, 0.5
+    assert by_compression.loc["c40", "auc"] == 0.5  # real 0.6 vs fakes 0.8, 0.4
+
+
+def test_plots_are_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    probs = np.clip(rng.random(200) * 0.6 + 0.4 * labels, 0, 1)
+    curves = {"model": (labels, probs), "other": (labels, rng.random(200))}
+    for plot, name in (
+        (plot_roc, "roc.png"),
+        (plot_precision_recall, "pr.png"),
+        (plot_reliability, "rel.png"),
+    ):
+        path = plot(curves, tmp_path / "plots" / name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
