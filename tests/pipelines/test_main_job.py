@@ -1,5 +1,5 @@
 """End to end: the main job (`dfguard run`) on a small corpus in a scratch project: fetch -> corpus ->
-ingest -> DVC, then the incremental behaviour DVC promises."""
+ingest -> extract -> DVC, then the incremental behaviour DVC promises."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ def test_first_run_builds_versions_and_pushes_everything(project: Path) -> None:
         ]
     )
     assert people.groupby("who").split.nunique().max() == 1, "a person appears in two splits"
+    faces = pd.read_parquet(project / "data/faces/faces.parquet")
+    assert set(faces.video_id) == set(manifest.video_id), "every clip of the corpus shows a face"
+    assert all((project / "data/faces" / crop).is_file() for crop in faces.crop)
     assert yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     status = _run([sys.executable, "-m", "dvc", "status", "--cloud"], project).stdout
     assert "in sync" in status.lower(), status  # everything local was pushed

@@ -37,11 +37,10 @@ from dfguard.config import PARAMS_FILE, ExtractConfig, load_config
 from dfguard.corpus import FACE_TRUTH
 from dfguard.faces.dataset import run_extract
 from dfguard.faces.frames import read_sampled
+from dfguard.faces.subject import box_matches
 from dfguard.media import MediaError
 from dfguard.runtime import configure_runtime
 
-MATCH_CENTRE_IN_HEIGHTS = 0.3
-MATCH_IOU = 0.4
 DLIB_UPSAMPLE = 1  # DeepfakeBench's `face_detector(rgb, 1)`
 STAGES = ("decode", "detect", "align", "write")
 
@@ -211,16 +210,8 @@ def _recall(
         if key not in true_boxes:
             continue
         total += 1
-        hits += any(_matches(np.asarray(box, float), true_boxes[key]) for box in found.get(key, []))
+        hits += any(box_matches(box, true_boxes[key]) for box in found.get(key, []))
     return round(hits / total, 4) if total else float("nan")
-
-
-def _matches(box: np.ndarray, true: np.ndarray) -> bool:
-    height = true[3] - true[1]
-    centre_gap = np.linalg.norm((box[:2] + box[2:]) / 2 - (true[:2] + true[2:]) / 2)
-    inter = np.clip(np.minimum(box[2:], true[2:]) - np.maximum(box[:2], true[:2]), 0, None).prod()
-    union = np.prod(box[2:] - box[:2]) + np.prod(true[2:] - true[:2]) - inter
-    return bool(centre_gap <= MATCH_CENTRE_IN_HEIGHTS * height or inter / union >= MATCH_IOU)
 
 
 def _table(f: dict[str, Any]) -> str:

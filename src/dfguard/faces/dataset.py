@@ -2,7 +2,8 @@
 
 Output folder (a DVC stage output):
     crops/<video_id>/<frame:05d>_t<track>.<png|jpg>   aligned face crops
-    faces.parquet      one row per face: box, landmarks, score, size, track, quality, crop path
+    faces.parquet      one row per face: box, landmarks, score, size, track, quality, crop path, and
+                       `subject`: whether the face is the person the item's label is about
     frames.parquet     one row per sampled frame, with its status (OK, NO_FACE, FACE_TOO_SMALL)
     failures.csv       items that could not be read, with the reason
     contract.json      the preprocessing contract and its hash
@@ -36,9 +37,11 @@ import torch
 from tqdm import tqdm
 
 from dfguard.config import RESOLVED_CONFIG_NAME, ExtractConfig
+from dfguard.corpus import FACE_TRUTH
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import MediaFaces, build_detector, extract_media, timed
+from dfguard.faces.subject import mark_subjects
 from dfguard.media import MediaError
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,9 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractResult:
 
     _remove_stale(out_dir, jobs)
     tables = _collect(jobs, manifest, errors)
+    truth_path = dataset_dir / FACE_TRUTH
+    truth = pd.read_parquet(truth_path) if truth_path.is_file() else None
+    tables["faces"]["subject"] = mark_subjects(tables["faces"], truth)
     _write_if_changed(out_dir / FACES_NAME, _parquet_bytes(tables["faces"]))
     _write_if_changed(out_dir / FRAMES_NAME, _parquet_bytes(tables["frames"]))
     _write_if_changed(out_dir / FAILURES_NAME, tables["failures"].to_csv(index=False).encode())
@@ -341,6 +347,7 @@ def _summary(tables: dict[str, pd.DataFrame], contract: PreprocessingContract) -
         "faces": len(faces),
         "items_with_faces": int(faces["video_id"].nunique()),
         "items_with_several_people": int((tracks > 1).sum()),
+        "subject_faces": int(faces["subject"].sum()),
         "median": {c: median(c) for c in ("face_px", "score", "sharpness", "brightness", "blockiness")},
         "faces_with_jpeg_quality": int(faces["jpeg_quality"].notna().sum()),
     }
