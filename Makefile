@@ -30,8 +30,8 @@ run: $(STAMP)
 	$(BIN)/dfguard run
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests pipelines
+	$(BIN)/ruff format --check src tests pipelines
 
 test: lint
 	$(BIN)/python -m pytest -m "not slow"

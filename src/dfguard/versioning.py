@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 log = logging.getLogger(__name__)
 
 RAW_DATA_FILE = "data.dvc"
+LOCK_FILE = "dvc.lock"
 
 
 class DvcError(RuntimeError):
@@ -41,5 +44,33 @@ def track_raw_data(root: Path = Path()) -> None:
 
 def reproduce_and_push(root: Path = Path()) -> None:
     """Run the stages whose inputs changed, then push every tracked version to the default remote."""
-    dvc("repro", cwd=root)
+    reproduce(root=root)
+    push(root)
+
+
+def reproduce(*stages: str, root: Path = Path()) -> None:
+    """Run the named stages (all when none) and the upstream stages whose inputs changed."""
+    dvc("repro", *stages, cwd=root)
+
+
+def commit_stage(stage: str, root: Path = Path()) -> None:
+    """Record in dvc.lock the outputs a stage's work produced outside `dvc repro` (a flow's fan-out)."""
+    dvc("commit", "--force", "--quiet", stage, cwd=root)
+
+
+def push(root: Path = Path()) -> None:
+    """Push every version the lock file and data.dvc name to the default remote."""
     dvc("push", cwd=root)
+
+
+def output_hash(path: str, root: Path = Path()) -> str | None:
+    """The md5 dvc.lock records for a stage output (a dataset version), or None when it records none."""
+    lock_path = root / LOCK_FILE
+    if not lock_path.is_file():
+        return None
+    wanted = Path(path).as_posix().rstrip("/")
+    for stage in (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            if Path(out["path"]).as_posix().rstrip("/") == wanted:
+                return out.get("md5")
+    return None

@@ -92,7 +92,9 @@ class ExtractResult:
 
 
 @dataclass(frozen=True)
-class _Job:
+class ExtractJob:
+    """One manifest item to extract: picklable, so a process pool or a flow's task can carry it."""
+
     video_id: str
     source: str  # absolute path of the media file
     n_frames: int
@@ -101,11 +103,31 @@ class _Job:
     crops_rel: str  # crops_dir relative to the output folder, as the tables record it
 
 
+@dataclass(frozen=True)
+class ExtractPlan:
+    """What a run of `dfguard extract` has to do: every item's job, and those not yet cached."""
+
+    cfg: ExtractConfig
+    contract: PreprocessingContract
+    manifest: pd.DataFrame
+    jobs: list[ExtractJob]
+    todo: list[ExtractJob]
+    started: float  # perf_counter() when planning began, for the run's wall time
+
+
 def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractResult:
     """Extract the faces of every item in `cfg.manifest_path` into `cfg.out_dir` (see module doc).
 
     Raises FileNotFoundError for a missing manifest and ValueError for invalid settings.
     """
+    plan = plan_extract(cfg)
+    stage_seconds, errors = _run_jobs(plan.todo, plan.contract, cfg, progress)
+    return finish_extract(plan, stage_seconds, errors)
+
+
+def plan_extract(cfg: ExtractConfig) -> ExtractPlan:
+    """Read the manifest and list the jobs; items already extracted under the same contract are not
+    in `todo`. Raises FileNotFoundError for a missing manifest, ValueError for invalid settings."""
     started = time.perf_counter()
     contract = PreprocessingContract.from_config(cfg)
     if cfg.workers < 0:
@@ -116,14 +138,23 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractResult:
     manifest = pd.read_parquet(manifest_path).drop_duplicates("video_id").reset_index(drop=True)
     (out_dir / CACHE_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / CROPS_DIR).mkdir(exist_ok=True)
-
     jobs = [_job(row, contract, dataset_dir, out_dir) for row in manifest.itertuples(index=False)]
     todo = [job for job in jobs if not Path(job.cache_file).exists()]
     log.info("extract: %d items, %d to process, %d cached", len(jobs), len(todo), len(jobs) - len(todo))
-    stage_seconds, errors = _run_jobs(todo, contract, cfg, progress)
+    return ExtractPlan(cfg, contract, manifest, jobs, todo, started)
 
+
+def finish_extract(
+    plan: ExtractPlan, stage_seconds: dict[str, float], errors: dict[str, str]
+) -> ExtractResult:
+    """Rebuild the dataset's tables from the items' cache files once the jobs have run.
+
+    `errors` (item -> message) are the unexpected failures of this run, listed in failures.csv.
+    """
+    cfg, contract, jobs = plan.cfg, plan.contract, plan.jobs
+    dataset_dir, out_dir = Path(cfg.dataset_dir), Path(cfg.out_dir)
     _remove_stale(out_dir, jobs)
-    tables = _collect(jobs, manifest, errors)
+    tables = _collect(jobs, plan.manifest, errors)
     truth_path = dataset_dir / FACE_TRUTH
     truth = pd.read_parquet(truth_path) if truth_path.is_file() else None
     tables["faces"]["subject"] = mark_subjects(tables["faces"], truth)
@@ -144,19 +175,19 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractResult:
         summary_path=out_dir / SUMMARY_NAME,
         contract_hash=contract.hash,
         items=len(jobs),
-        extracted=len(todo),
-        cached=len(jobs) - len(todo),
+        extracted=len(plan.todo),
+        cached=len(jobs) - len(plan.todo),
         failed=len(tables["failures"]),
         faces=len(tables["faces"]),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - plan.started,
         stage_seconds=stage_seconds,
     )
 
 
-def _job(row: Any, contract: PreprocessingContract, dataset_dir: Path, out_dir: Path) -> _Job:
+def _job(row: Any, contract: PreprocessingContract, dataset_dir: Path, out_dir: Path) -> ExtractJob:
     n_frames = contract.frames_for(row.split, row.media_kind)
     key = contract.media_key(n_frames)
-    return _Job(
+    return ExtractJob(
         video_id=row.video_id,
         source=str((dataset_dir / row.path).resolve()),
         n_frames=n_frames,
@@ -167,7 +198,7 @@ def _job(row: Any, contract: PreprocessingContract, dataset_dir: Path, out_dir: 
 
 
 def _run_jobs(
-    jobs: list[_Job], contract: PreprocessingContract, cfg: ExtractConfig, progress: bool
+    jobs: list[ExtractJob], contract: PreprocessingContract, cfg: ExtractConfig, progress: bool
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Process the jobs; returns stage seconds and the unexpected errors (item -> message).
 
@@ -179,7 +210,7 @@ def _run_jobs(
     workers = min(cfg.workers or os.cpu_count() or 1, max(len(jobs), 1))
     bar = tqdm(total=len(jobs), desc="extract faces", unit="item", disable=not progress)
 
-    def record(job: _Job, outcome: dict[str, float] | str) -> None:
+    def record(job: ExtractJob, outcome: dict[str, float] | str) -> None:
         if isinstance(outcome, str):
             errors[job.video_id] = outcome
             log.error("extract %s failed: %s", job.source, outcome)
@@ -192,7 +223,7 @@ def _run_jobs(
         # In this process: no start-up cost, and the caller's thread settings are left alone.
         detector = build_detector(contract, cfg.device)
         for job in jobs:
-            record(job, _process(job, detector, contract))
+            record(job, process_job(job, detector, contract))
     elif jobs:
         # Spawned, not forked: a fork of a process that has run torch can inherit its thread pools'
         # locks held, and hang.
@@ -200,32 +231,46 @@ def _run_jobs(
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
-            initializer=_init_worker,
+            initializer=init_extract_worker,
             initargs=(contract.to_json(), cfg.device),
         ) as pool:
-            futures = {pool.submit(_process_in_worker, job): job for job in jobs}
+            contract_json = contract.to_json()
+            futures = {pool.submit(process_in_worker, job, contract_json, cfg.device): job for job in jobs}
             for future in as_completed(futures):
                 record(futures[future], future.result())
     bar.close()
     return stage_seconds, errors
 
 
-_WORKER: dict[str, Any] = {}
+# The detector of each contract this process has used: a pool or Dask worker builds it once.
+_DETECTORS: dict[str, tuple[PreprocessingContract, FaceDetector]] = {}
 
 
-def _init_worker(contract_json: str, device: str) -> None:
-    """One thread each for torch and OpenCV: the pool already keeps every core busy."""
+def init_extract_worker(contract_json: str, device: str) -> None:
+    """Set up a worker process of a pool that keeps every core busy: one thread each for torch and
+    OpenCV, and the contract's detector built before the first item arrives."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    _worker_detector(contract_json, device)
+
+
+def process_in_worker(job: ExtractJob, contract_json: str, device: str = "") -> dict[str, float] | str:
+    """`process_job` with this process's detector for the contract (built on first use)."""
+    contract, detector = _worker_detector(contract_json, device)
+    return process_job(job, detector, contract)
+
+
+def _worker_detector(contract_json: str, device: str) -> tuple[PreprocessingContract, FaceDetector]:
     contract = PreprocessingContract.from_json(contract_json)
-    _WORKER.update(contract=contract, detector=build_detector(contract, device))
+    key = f"{contract.hash}-{device}"
+    if key not in _DETECTORS:
+        _DETECTORS[key] = (contract, build_detector(contract, device))
+    return _DETECTORS[key]
 
 
-def _process_in_worker(job: _Job) -> dict[str, float] | str:
-    return _process(job, _WORKER["detector"], _WORKER["contract"])
-
-
-def _process(job: _Job, detector: FaceDetector, contract: PreprocessingContract) -> dict[str, float] | str:
+def process_job(
+    job: ExtractJob, detector: FaceDetector, contract: PreprocessingContract
+) -> dict[str, float] | str:
     """Extract one item, write its crops and then its cache file; stage seconds, or an error message."""
     try:
         try:
@@ -248,7 +293,7 @@ def _crop_name(frame_index: int, track_id: int, contract: PreprocessingContract)
     return f"{frame_index:05d}_t{track_id}.{contract.crop_format}"
 
 
-def _replace_crops(job: _Job, result: MediaFaces | None, contract: PreprocessingContract) -> None:
+def _replace_crops(job: ExtractJob, result: MediaFaces | None, contract: PreprocessingContract) -> None:
     """Write the item's crops to a fresh folder and swap it in, so no crop of an older run remains."""
     final, partial = Path(job.crops_dir), Path(job.crops_dir + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -266,7 +311,7 @@ def _replace_crops(job: _Job, result: MediaFaces | None, contract: Preprocessing
         partial.rename(final)
 
 
-def _rows(job: _Job, result: MediaFaces, contract: PreprocessingContract) -> list[dict[str, Any]]:
+def _rows(job: ExtractJob, result: MediaFaces, contract: PreprocessingContract) -> list[dict[str, Any]]:
     faces_by_frame: dict[int, list[dict[str, Any]]] = {}
     for face in result.faces:
         faces_by_frame.setdefault(face.frame_index, []).append(
@@ -296,7 +341,9 @@ def _rows(job: _Job, result: MediaFaces, contract: PreprocessingContract) -> lis
     return rows
 
 
-def _collect(jobs: list[_Job], manifest: pd.DataFrame, errors: dict[str, str]) -> dict[str, pd.DataFrame]:
+def _collect(
+    jobs: list[ExtractJob], manifest: pd.DataFrame, errors: dict[str, str]
+) -> dict[str, pd.DataFrame]:
     """The dataset's tables, from the cache files of the manifest's items."""
     parts = []
     for job in jobs:
@@ -353,7 +400,7 @@ def _summary(tables: dict[str, pd.DataFrame], contract: PreprocessingContract) -
     }
 
 
-def _remove_stale(out_dir: Path, jobs: list[_Job]) -> None:
+def _remove_stale(out_dir: Path, jobs: list[ExtractJob]) -> None:
     """Delete cache files of other contracts or of items no longer in the manifest, and their crops."""
     keep_cache = {Path(job.cache_file).name for job in jobs}
     for path in (out_dir / CACHE_DIR).iterdir():

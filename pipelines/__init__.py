@@ -1,0 +1,1 @@
+"""Prefect flows: decorators and wiring only. The work is done by the plain functions of `dfguard`."""
