@@ -68,17 +68,22 @@ def task_runner(runner: str, workers: int, dask_address: str = "", contract_json
 @flow(name="extract", log_prints=True)
 def extract_flow(
     params_path: str = str(PARAMS_FILE),
-    runner: str = "process",
+    runner: str = "",
     workers: int = 0,
     dask_address: str = "",
     record_version: bool = True,
 ) -> dict[str, Any]:
     """Bring the manifest up to date (DVC stages up to `ingest`), extract every item's faces as tasks,
-    write the dataset's tables and record the version in dvc.lock. Returns the run's figures."""
+    write the dataset's tables and record the version in dvc.lock. Returns the run's figures.
+
+    `runner`, `workers` and `dask_address` default to the `flows` section of the params file.
+    """
     logger = get_run_logger()
     if record_version:
         reproduce("ingest")
-    cfg = load_config(Path(params_path)).extract
+    settings = load_config(Path(params_path))
+    cfg, flows = settings.extract, settings.flows
+    runner, dask_address = runner or flows.extract_runner, dask_address or flows.dask_address
     plan = plan_extract(cfg)
     contract_json = plan.contract.to_json()
     logger.info("extract: %d items (%d not cached on disk)", len(plan.jobs), len(plan.todo))
@@ -87,7 +92,9 @@ def extract_flow(
         runner = "thread"  # every task is a cache hit: no detector, no worker processes to start
     with (
         _api_url_inherited(),
-        task_runner(runner, workers or cfg.workers, dask_address, contract_json) as runner_instance,
+        task_runner(
+            runner, workers or flows.workers or cfg.workers, dask_address, contract_json
+        ) as runner_instance,
     ):
         futures = [
             runner_instance.submit(

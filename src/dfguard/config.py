@@ -83,10 +83,22 @@ class ExtractConfig:
 
 
 @dataclass
+class FlowsConfig:
+    """How the Prefect flows fan out and when `dfguard flows serve` runs them."""
+
+    extract_runner: str = "process"  # "process" (local pool), "thread" or "dask"
+    dask_address: str = ""  # an existing Dask scheduler (tcp://host:8786); "" starts a local cluster
+    workers: int = 0  # 0 uses every core
+    pipeline_cron: str = "0 3 * * *"  # the whole chain, nightly
+    extract_interval_minutes: int = 60  # new raw data becomes faces within the hour
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
 
 
 SectionT = TypeVar("SectionT")
