@@ -105,3 +105,15 @@ def test_flow_makes_the_dataset_the_cli_function_makes(
     pd.testing.assert_frame_equal(
         pd.read_parquet(Path(cfg.out_dir) / "faces.parquet"), pd.read_parquet(direct.faces_table)
     )
+
+
+def test_flow_fans_out_on_a_dask_cluster(prefect_server: None, params: Path, tmp_path: Path) -> None:
+    from pipelines.extract import extract_flow
+
+    settings = yaml.safe_load(params.read_text())
+    settings["extract"]["out_dir"] = str(tmp_path / "faces")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(settings))
+    result = extract_flow(
+        params_path=str(tmp_path / "params.yaml"), runner="dask", workers=2, record_version=False
+    )
+    assert (result["extracted"], result["failed"], result["faces"]) == (3, 1, 8)
