@@ -76,6 +76,21 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dfguard.training.run import train_detector
+
+    overrides = {"train.out_dir": args.out, "train.model": args.model, "train.resume": args.resume or None}
+    if args.sbi_only:
+        overrides["train.use_dataset_fakes"] = False
+    cfg = _config(args, overrides).train
+    result = train_detector(cfg, progress=not args.no_progress)
+    print(
+        f"model: {result.model_dir} (best epoch {result.best_epoch} of {result.epochs_run}: validation video "
+        f"AUC {result.val_video_auc:.4f}, frame AUC {result.val_frame_auc:.4f}) in {result.seconds:.0f} s"
+    )
+    return 0
+
+
 def _cmd_bench_extract(args: argparse.Namespace) -> int:
     from dfguard.faces.bench import run_bench
 
@@ -141,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", help="face dataset folder (default: extract.out_dir)")
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(func=_cmd_extract)
+
+    train = commands.add_parser("train", help="train a detector on the face dataset")
+    train.add_argument("--out", help="model folder (default: train.out_dir)")
+    train.add_argument("--model", help="registered model name (default: train.model)")
+    train.add_argument("--sbi-only", action="store_true", help="reals + self-blends only, no dataset fakes")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_cmd_train)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_extract = bench.add_parser(

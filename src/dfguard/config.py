@@ -83,6 +83,61 @@ class ExtractConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How a detector is trained on a face dataset (`dfguard train`). Defaults fit the demo corpus on
+    2 CPU cores in a few minutes; on a GPU, raise `input_size`, `epochs` and `samples_per_epoch`."""
+
+    faces_dir: str = "data/faces"
+    out_dir: str = "models/detector"
+    checkpoint_dir: str = "models/checkpoints"  # outside out_dir: checkpoints are not the model
+    model: str = "efficientnet_lite0"
+    input_size: int = 128  # crops are resized to this; recorded in the model's preset
+    sbi: bool = True  # self-blended fakes made on the fly from real faces
+    use_dataset_fakes: bool = True  # False: reals + self-blends only (generalises to unseen methods)
+    sbi_share: float = 0.5  # share of the fakes drawn that are self-blends, when both kinds are used
+    augment: float = 1.0  # scales every augmentation's probability (0 turns augmentation off)
+    loss: str = "bce"  # "bce" or "focal"
+    focal_gamma: float = 2.0
+    lr: float = 1e-3  # of the head; the backbone gets lr * backbone_lr_scale
+    backbone_lr_scale: float = 0.3
+    weight_decay: float = 1e-4
+    epochs: int = 8
+    frozen_epochs: int = 1  # head-only warm-up epochs, backbone weights and BatchNorm frozen
+    warmup_fraction: float = 0.1  # of all steps, linear learning-rate warm-up before the cosine decay
+    batch_size: int = 32
+    samples_per_epoch: int = 1536  # class-balanced draws per epoch (the train split has ~4000 faces)
+    patience: int = 3  # epochs without a better validation video AUC before stopping
+    seed: int = 7
+    device: str = ""  # "" uses CUDA when present, else the CPU
+    amp: bool = True  # mixed precision, on CUDA only
+    resume: bool = False  # continue from the last checkpoint of the same settings
+
+
+@dataclass
+class CalibrateConfig:
+    """Temperature, threshold and UNCERTAIN band fitted on the validation split (`dfguard calibrate`)."""
+
+    model_dir: str = "models/detector"  # the trained model
+    faces_dir: str = "data/faces"
+    out_dir: str = "models/calibrated"  # the deployable model: the trained one plus its calibration
+    report_dir: str = "reports/calibrate"
+    target_accuracy: float = 0.95  # accuracy wanted on the videos that get a verdict
+    max_uncertain_fraction: float = 0.3  # at most this share of videos may be UNCERTAIN
+
+
+@dataclass
+class EvaluateConfig:
+    """Metrics of a model on one split of a face dataset (`dfguard evaluate`)."""
+
+    model_dir: str = "models/calibrated"
+    faces_dir: str = "data/faces"
+    manifest_path: str = "data/manifest/manifest.parquet"  # compression per video, when present
+    split: str = "test"
+    out_dir: str = "reports/evaluate"
+    aggregation: str = ""  # "" uses the model's rule; "mean", "max" or "confident" overrides it
+
+
+@dataclass
 class FlowsConfig:
     """How the Prefect flows fan out and when `dfguard flows serve` runs them."""
 
@@ -94,11 +149,34 @@ class FlowsConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """Where runs and registered models live (`dfguard models ...`, `dfguard server start`)."""
+
+    tracking_uri: str = ""  # "" is the embedded store under `root`; a team sets its `mlflow server` URL
+    root: str = "mlflow"  # embedded store: `mlflow.db` (runs + registry) and `artifacts/`
+    experiment: str = "dfguard"
+
+
+@dataclass
+class PromotionConfig:
+    """The promotion gate: how much a challenger may trail the champion on the frozen test suite."""
+
+    auc_tolerance: float = 0.005  # video-level AUC may be at most this much below the champion's
+    method_tolerance: float = 0.02  # per manipulation method AUC, the same
+    max_ece: float = 0.1  # the highest video-level calibration error a new champion may have
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
 
 SectionT = TypeVar("SectionT")

@@ -14,7 +14,7 @@ sample from (seed, epoch, index)).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import cv2
@@ -69,6 +69,17 @@ class AugmentConfig:
     downscale: tuple[float, float] = (0.35, 0.9)  # fraction of the side kept before scaling back up
     p_jpeg: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
+
+
+def scaled_augmentation(scale: float, base: AugmentConfig | None = None) -> AugmentConfig:
+    """`base` (the defaults) with every probability multiplied by `scale` (capped at 1)."""
+    base = base or AugmentConfig()
+    if scale < 0:
+        raise ValueError(f"the augmentation scale must be at least 0, got {scale}")
+    probabilities = {
+        f.name: min(1.0, getattr(base, f.name) * scale) for f in fields(base) if f.name.startswith("p_")
+    }
+    return replace(base, **probabilities)
 
 
 def _check_crop(crop: np.ndarray) -> None:

@@ -84,3 +84,24 @@ def plot_reliability(
     ax_counts.set(xlabel="predicted fake probability", ylabel="samples")
     ax_counts.set_yscale("log")
     return _save(fig, path)
+
+
+def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
+    """Training curves: loss per epoch (left) and validation AUCs (right), frozen epochs shaded."""
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    left.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    right.plot(epochs, [h["val_frame_auc"] for h in history], marker="o", label="frame AUC")
+    right.plot(epochs, [h["val_video_auc"] for h in history], marker="o", label="video AUC")
+    for ax in (left, right):
+        for h in history:
+            if h.get("frozen"):
+                ax.axvspan(h["epoch"] - 0.5, h["epoch"] + 0.5, color="grey", alpha=0.15)
+        ax.set_xlabel("epoch (shaded: backbone frozen)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    right.set_ylabel("validation AUC")
+    left.set_ylabel("loss")
+    fig.suptitle("Training")
+    return _save(fig, path)

@@ -1,0 +1,160 @@
+"""`dfguard evaluate`: a model's metrics on one split of a face dataset, the way the field reports them.
+
+The stored crops of the split are scored through the Predictor (so evaluation feeds the model exactly
+as serving does). Every face of a frame counts, as at serving time: a frame scores its most suspicious
+face, a video aggregates its frames by the model's rule. Outputs, in `out_dir`:
+    metrics.json        video- and frame-level metrics, per manipulation method and per compression
+    videos.parquet      one row per video: label, method, compression, logit, probability, verdict
+    roc.csv, pr.csv, reliability.csv    plot data for `dvc plots show`
+    roc.png, pr.png, reliability.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from tqdm import tqdm
+
+from dfguard.config import EvaluateConfig, save_resolved
+from dfguard.evaluation.metrics import (
+    confusion_matrix,
+    metrics_by_group,
+    precision_recall_curve,
+    reliability_data,
+    roc_curve,
+    summary_metrics,
+)
+from dfguard.evaluation.plots import plot_precision_recall, plot_reliability, plot_roc
+from dfguard.faces.crops import read_crop
+from dfguard.inference.predictor import Predictor
+
+FACES_NAME = "faces.parquet"
+METRICS_NAME = "metrics.json"
+VIDEOS_NAME = "videos.parquet"
+SCORE_BATCH = 256  # crops read and scored per step: bounds memory on large splits
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+
+
+def score_split(
+    predictor: Predictor, faces_dir: str | Path, split: str, progress: bool = True
+) -> pd.DataFrame:
+    """Every face of a split of the face dataset with its logit (columns of faces.parquet + `logit`)."""
+    folder = Path(faces_dir)
+    table = folder / FACES_NAME
+    if not table.is_file():
+        raise FileNotFoundError(f"{table} does not exist: run `dfguard extract` first")
+    faces = pd.read_parquet(table)
+    faces = faces[faces["split"] == split].reset_index(drop=True)
+    if faces.empty:
+        raise ValueError(f"{table} has no faces in split {split!r}")
+    paths = [str(folder / crop) for crop in faces["crop"]]
+    logits = []
+    for start in tqdm(
+        range(0, len(paths), SCORE_BATCH), desc=f"score {split}", unit="batch", disable=not progress
+    ):
+        batch_logits, _ = predictor.score_crops([read_crop(p) for p in paths[start : start + SCORE_BATCH]])
+        logits.append(batch_logits)
+    faces["logit"] = np.concatenate(logits)
+    faces["target"] = (faces["label"] == "fake").astype(np.int64)
+    return faces
+
+
+def video_table(predictor: Predictor, faces: pd.DataFrame) -> pd.DataFrame:
+    """One row per video: target, method, the aggregated logit."""
+    return predictor.video_logits(faces, carry=("target", "method")).reset_index()
+
+
+def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
+    predictor = Predictor.load(cfg.model_dir)
+    if cfg.aggregation:
+        predictor.aggregation = {"frames": cfg.aggregation}
+    faces = score_split(predictor, cfg.faces_dir, cfg.split, progress)
+    videos = video_table(predictor, faces)
+    videos["compression"] = _compression(cfg.manifest_path, videos["video_id"])
+    videos["probability"] = predictor.calibrated(videos["logit"].to_numpy())
+    videos["verdict"] = [predictor.verdict(p) for p in videos["probability"]]
+    frames = faces.groupby(["video_id", "frame"], sort=False).agg(
+        logit=("logit", "max"), target=("target", "first")
+    )
+    frames["probability"] = predictor.calibrated(frames["logit"].to_numpy())
+    threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    y, p = videos["target"].to_numpy(), videos["probability"].to_numpy()
+    metrics = {
+        "split": cfg.split,
+        "model": predictor.identity,
+        "video": _clean(summary_metrics(y, p, threshold)),
+        "video_uncalibrated": _clean(summary_metrics(y, expit(videos["logit"].to_numpy()), 0.5)),
+        "frame": _clean(summary_metrics(frames["target"], frames["probability"], threshold)),
+        "confusion_matrix": {"rows_true_cols_predicted": confusion_matrix(y, p, threshold).tolist()},
+        "uncertain_fraction": float(np.mean(videos["verdict"] == "UNCERTAIN")),
+        "by_method": _groups(videos, "method", "shared", threshold),
+        "by_compression": _groups(videos, "compression", "grouped", threshold),
+    }
+    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    videos.to_parquet(out / VIDEOS_NAME, index=False)
+    _plots(out, y, p, videos)
+    save_resolved(cfg, out)
+    return EvaluateResult(out, metrics)
+
+
+def _compression(manifest_path: str, video_ids: pd.Series) -> pd.Series:
+    path = Path(manifest_path)
+    if not path.is_file():
+        return pd.Series("unknown", index=video_ids.index)
+    manifest = pd.read_parquet(path, columns=["video_id", "compression"]).drop_duplicates("video_id")
+    lookup = dict(zip(manifest["video_id"], manifest["compression"].fillna("unknown"), strict=True))
+    return video_ids.map(lambda v: lookup.get(v, "unknown") or "unknown")
+
+
+def _groups(videos: pd.DataFrame, by: str, reals: str, threshold: float) -> dict[str, dict[str, float]]:
+    table = videos.rename(columns={"target": "label"})
+    if reals == "shared":
+        table = table[(table["label"] == 0) | (table[by] != "")]
+    grouped = metrics_by_group(table, by, reals=reals, threshold=threshold)  # type: ignore[arg-type]
+    return {str(row[by]): _clean(row.drop(by).to_dict()) for _, row in grouped.iterrows()}
+
+
+def _clean(values: dict[str, Any]) -> dict[str, float | None]:
+    """JSON-safe floats: NaN (a metric undefined for one class) becomes null."""
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 6)) for k, v in values.items()
+    }
+
+
+def _plots(out: Path, y: np.ndarray, p: np.ndarray, videos: pd.DataFrame) -> None:
+    fpr, tpr, _ = roc_curve(y, p)
+    pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(out / "roc.csv", index=False)
+    precision, recall, _ = precision_recall_curve(y, p)
+    pd.DataFrame({"recall": recall, "precision": precision}).to_csv(out / "pr.csv", index=False)
+    data = reliability_data(y, p)
+    filled = data.counts > 0
+    pd.DataFrame(
+        {
+            "mean_probability": data.mean_probability[filled],
+            "fake_fraction": data.fake_fraction[filled],
+            "count": data.counts[filled],
+        }
+    ).to_csv(out / "reliability.csv", index=False)
+    curves = {"all fakes": (y, p)}
+    for method, fakes in videos[videos["target"] == 1].groupby("method"):
+        reals = videos[videos["target"] == 0]
+        both = pd.concat([reals, fakes])
+        curves[str(method)] = (both["target"].to_numpy(), both["probability"].to_numpy())
+    plot_roc(curves, out / "roc.png", title="ROC, video level")
+    plot_precision_recall(curves, out / "pr.png", title="Precision-recall, video level")
+    plot_reliability({"video": (y, p)}, out / "reliability.png")

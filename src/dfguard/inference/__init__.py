@@ -1,0 +1,1 @@
+"""The one predictor that evaluation, the service, the dashboard and the tests use."""

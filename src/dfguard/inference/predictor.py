@@ -1,0 +1,233 @@
+"""The one predictor: a model folder in, verdicts out, for evaluation, calibration, `dfguard detect`, the
+service and the dashboard alike.
+
+It applies the model's own recorded preprocessing contract (frames per video, face detector and its
+thresholds, alignment, margin, crop size) and aggregation rule, so a model is always fed the way it was
+trained and evaluated. A video's score: faces -> the most suspicious face per frame (max) -> frames
+aggregated by the model's rule (mean, max or confident frames) -> a logit -> temperature-scaled
+probability -> FAKE / REAL / UNCERTAIN. When it cannot judge, the verdict is a status instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit, logit
+
+from dfguard.calibration import UNCERTAIN, Calibrator
+from dfguard.evaluation.metrics import aggregate_video_scores
+from dfguard.faces.contract import PreprocessingContract
+from dfguard.faces.detector import FaceDetector
+from dfguard.faces.extract import build_detector, extract_faces, timed
+from dfguard.faces.frames import read_sampled
+from dfguard.inference.scoring import score_crops
+from dfguard.media import MediaError
+from dfguard.models.io import load_detector
+
+NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
+STATUSES = (NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT)
+# A video needs this many decodable frames to be judged: fewer carry no temporal evidence and are
+# more often a broken upload than a real clip.
+MIN_VIDEO_FRAMES = 4
+# Without a calibrator (an uncalibrated model), the band around 0.5 reported as UNCERTAIN.
+DEFAULT_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class FaceScore:
+    frame_index: int
+    timestamp_s: float
+    track_id: int
+    box: list[float]
+    probability: float  # calibrated
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    frame_index: int
+    timestamp_s: float
+    status: str  # OK, NO_FACE or FACE_TOO_SMALL
+    probability: float | None  # of its most suspicious face, calibrated; None without a face
+
+
+@dataclass
+class Prediction:
+    verdict: str  # FAKE, REAL, UNCERTAIN, or a status (NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT)
+    probability: float | None  # calibrated fake probability of the item; None when not judged
+    logit: float | None  # the aggregated, uncalibrated logit
+    reason: str = ""  # why a status was given
+    frames: list[FrameScore] = field(default_factory=list)
+    faces: list[FaceScore] = field(default_factory=list)
+    temporal_std: float | None = None  # spread of frame probabilities: low means a consistent verdict
+    flip_rate: float | None = None  # share of consecutive scored frames whose verdict side differs
+    features: list[float] | None = None  # mean face embedding, for drift monitoring
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, faces, classify
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool:
+        return self.verdict not in STATUSES
+
+    def to_dict(self, with_features: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_features:
+            data.pop("features")
+        return data
+
+
+class Predictor:
+    """A loaded model with its contract, aggregation rule and (when calibrated) calibrator."""
+
+    def __init__(self, model_dir: str | Path, device: str = "") -> None:
+        self.model_dir = Path(model_dir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, config = load_detector(self.model_dir)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        if "contract" not in config:
+            raise ValueError(f"{self.model_dir} records no preprocessing contract: not a dfguard model")
+        self.contract = PreprocessingContract.from_json(json.dumps(config["contract"]))
+        self.aggregation: dict[str, Any] = config.get("aggregation", {"frames": "mean"})
+        self.calibrator = Calibrator(**config["calibration"]) if config.get("calibration") else None
+        self._face_detector: FaceDetector | None = None  # built on first use: stored crops need none
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "") -> Predictor:
+        return cls(model_dir, device)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.config["model"]["name"],
+            "contract_hash": self.contract.hash,
+            "calibrated": self.calibrator is not None,
+            "aggregation": self.aggregation,
+        }
+
+    # -- scores ---------------------------------------------------------------------------------------
+    def score_crops(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and features of aligned crops (uint8 BGR, as the face dataset stores them)."""
+        return score_crops(self.model, crops, device=self.device)
+
+    def video_logits(self, faces: pd.DataFrame, carry: tuple[str, ...] = ()) -> pd.DataFrame:
+        """Per-video logits from a table of face logits (columns video_id, frame, logit): the most
+        suspicious face per frame, then the frames by the model's aggregation rule."""
+        table = faces.assign(probability=expit(faces["logit"].to_numpy(np.float64)))
+        videos = aggregate_video_scores(table, self.aggregation.get("frames", "mean"), carry=carry)
+        videos["logit"] = logit(np.clip(videos["probability"].to_numpy(np.float64), 1e-7, 1 - 1e-7))
+        return videos.drop(columns="probability")
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, np.float64)
+        return self.calibrator.apply(logits) if self.calibrator else expit(logits)
+
+    def verdict(self, probability: float) -> str:
+        if self.calibrator:
+            return self.calibrator.verdict(probability)
+        if abs(probability - 0.5) < DEFAULT_MARGIN:
+            return UNCERTAIN
+        return "FAKE" if probability >= 0.5 else "REAL"
+
+    # -- media ----------------------------------------------------------------------------------------
+    def predict(self, path: str | Path) -> Prediction:
+        """Judge one video or image file."""
+        seconds: dict[str, float] = {}
+        try:
+            with timed(seconds, "decode"):
+                sampled = read_sampled(Path(path), self.contract.frames_for("test"))
+        except MediaError as err:
+            return self._status(UNREADABLE, str(err), seconds)
+        if sampled.backend != "image" and len(sampled.frames) < MIN_VIDEO_FRAMES:
+            reason = f"{len(sampled.frames)} decodable frames; at least {MIN_VIDEO_FRAMES} are needed"
+            return self._status(TOO_SHORT, reason, seconds)
+        return self.predict_frames(sampled.frames, sampled.indices, sampled.timestamps_s, seconds)
+
+    def predict_frames(
+        self,
+        frames: list[np.ndarray],
+        indices: list[int] | None = None,
+        timestamps_s: list[float] | None = None,
+        seconds: dict[str, float] | None = None,
+    ) -> Prediction:
+        """Judge decoded frames of one video (or one image), BGR uint8, all the same size."""
+        seconds = dict(seconds or {})
+        if not frames:
+            return self._status(UNREADABLE, "no frames", seconds)
+        with timed(seconds, "faces"):
+            media = extract_faces(frames, self._detector(), self.contract, indices, timestamps_s)
+        if not media.faces:
+            too_small = any(record.status == FACE_TOO_SMALL for record in media.frames)
+            reason = (
+                f"faces smaller than {self.contract.min_face_px} px only"
+                if too_small
+                else "no face found in the sampled frames"
+            )
+            prediction = self._status(FACE_TOO_SMALL if too_small else NO_FACE, reason, seconds)
+            prediction.frames = [
+                FrameScore(r.frame_index, r.timestamp_s, r.status, None) for r in media.frames
+            ]
+            return prediction
+        with timed(seconds, "classify"):
+            logits, features = self.score_crops([face.crop for face in media.faces])
+        face_probs = self.calibrated(logits)
+        table = pd.DataFrame(
+            {"video_id": 0, "frame": [face.frame_index for face in media.faces], "logit": logits}
+        )
+        video_logit = float(self.video_logits(table)["logit"].iloc[0])
+        probability = float(self.calibrated(np.array([video_logit]))[0])
+        # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
+        frame_logits = table.groupby("frame", sort=True)["logit"].max()
+        by_frame = dict(zip(frame_logits.index, self.calibrated(frame_logits.to_numpy()), strict=True))
+        frame_probs = np.array(list(by_frame.values()))
+        threshold = self.calibrator.threshold if self.calibrator else 0.5
+        sides = frame_probs >= threshold
+        return Prediction(
+            verdict=self.verdict(probability),
+            probability=round(probability, 6),
+            logit=round(video_logit, 6),
+            frames=[
+                FrameScore(
+                    r.frame_index,
+                    round(r.timestamp_s, 3),
+                    r.status,
+                    round(float(by_frame[r.frame_index]), 6) if r.frame_index in by_frame else None,
+                )
+                for r in media.frames
+            ],
+            faces=[
+                FaceScore(
+                    face.frame_index,
+                    round(face.timestamp_s, 3),
+                    face.track_id,
+                    [round(float(v), 1) for v in face.face.box],
+                    round(float(p), 6),
+                )
+                for face, p in zip(media.faces, face_probs, strict=True)
+            ],
+            temporal_std=round(float(frame_probs.std()), 6),
+            flip_rate=round(float(np.mean(sides[1:] != sides[:-1])), 6) if len(sides) > 1 else 0.0,
+            features=[round(float(v), 5) for v in features.mean(axis=0)],
+            seconds={k: round(v, 4) for k, v in seconds.items()},
+            model=self.identity,
+        )
+
+    def _detector(self) -> FaceDetector:
+        if self._face_detector is None:
+            self._face_detector = build_detector(self.contract, "" if self.device == "cpu" else self.device)
+        return self._face_detector
+
+    def _status(self, status: str, reason: str, seconds: dict[str, float]) -> Prediction:
+        return Prediction(
+            verdict=status,
+            probability=None,
+            logit=None,
+            reason=reason,
+            seconds={k: round(v, 4) for k, v in seconds.items()},
+            model=self.identity,
+        )

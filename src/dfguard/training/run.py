@@ -1,0 +1,257 @@
+"""`dfguard train`: fit a registered detector on a face dataset's train split, select it on validation.
+
+Schedule: `frozen_epochs` of head-only warm-up (backbone weights and BatchNorm statistics fixed, so the
+new head does not wreck pretrained features with its first, large gradients), then full fine-tuning
+with the backbone at a lower learning rate; AdamW, linear warm-up then cosine decay over all steps.
+After each epoch the model scores every validation face; the epoch with the best video-level AUC
+(mean of frame probabilities per video; validation loss breaks ties) is kept, and training stops after
+`patience` epochs without improvement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dfguard.config import TrainConfig, save_resolved
+from dfguard.evaluation.metrics import roc_auc
+from dfguard.evaluation.plots import plot_history
+from dfguard.inference.scoring import score_crop_files
+from dfguard.models import get_model
+from dfguard.models.base import Detector, freeze_backbone
+from dfguard.models.io import save_detector
+from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from dfguard.training.data import FACES_NAME, TrainingFaces, epoch_draws, load_contract, load_faces
+from dfguard.training.losses import loss_function
+from dfguard.training.schedule import warmup_cosine
+from dfguard.transforms import scaled_augmentation
+
+log = logging.getLogger(__name__)
+
+HISTORY_NAME = "history.json"
+CURVES_NAME = "training_curves.png"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    best_epoch: int
+    val_video_auc: float
+    val_frame_auc: float
+    epochs_run: int
+    seconds: float
+
+
+EpochHook = Callable[[dict[str, Any], Detector], None]
+
+
+def train_detector(
+    cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochHook | None = None
+) -> TrainResult:
+    """Train `cfg.model` on `cfg.faces_dir` and save the best epoch's model to `cfg.out_dir`.
+
+    `on_epoch_end(record, model)` is called after each epoch's checkpoint is saved (a flow logs the
+    record to MLflow there); an exception it raises stops training, resumable from that checkpoint.
+
+    Raises FileNotFoundError for a missing face dataset and ValueError for unusable data or settings.
+    """
+    started = time.perf_counter()
+    _check(cfg)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    use_amp = cfg.amp and device.startswith("cuda")
+    torch.manual_seed(cfg.seed)
+    train_faces, val_faces = load_faces(cfg.faces_dir, "train"), load_faces(cfg.faces_dir, "val")
+    if val_faces["target"].nunique() < 2:
+        raise ValueError("the validation split needs real and fake faces to select a model on")
+    contract = load_contract(cfg.faces_dir)
+
+    model = get_model(cfg.model, input_size=cfg.input_size).to(device)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(model.head_parameters()), "lr": cfg.lr},
+            {"params": list(model.backbone_parameters()), "lr": cfg.lr * cfg.backbone_lr_scale},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    steps_per_epoch = max(1, cfg.samples_per_epoch // cfg.batch_size)
+    scheduler = warmup_cosine(optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    criterion = loss_function(cfg.loss, cfg.focal_gamma)
+    dataset = TrainingFaces(
+        train_faces, model.preset, scaled_augmentation(cfg.augment), contract.margin, cfg.seed
+    )
+
+    checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
+    state = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
+    saved = load_checkpoint(checkpoint_dir) if cfg.resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        restore_rng_state(saved["rng"])
+        state = {k: saved[k] for k in state}
+        log.info("resuming after epoch %d from %s", state["epoch"], checkpoint_dir)
+
+    while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
+        epoch = state["epoch"]
+        freeze_backbone(model, epoch < cfg.frozen_epochs)
+        dataset.set_draws(epoch_draws(train_faces, cfg, epoch), epoch)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, drop_last=True)
+        epoch_started = time.perf_counter()
+        train_loss = _train_epoch(
+            model,
+            loader,
+            optimizer,
+            scheduler,
+            scaler,
+            criterion,
+            device,
+            use_amp,
+            f"epoch {epoch + 1}/{cfg.epochs}",
+            progress,
+        )
+        metrics = _validate(model, val_faces, device)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            **metrics,
+            "lr": optimizer.param_groups[0]["lr"],
+            "frozen": epoch < cfg.frozen_epochs,
+            "seconds": round(time.perf_counter() - epoch_started, 1),
+        }
+        state["history"].append(record)
+        log.info("epoch %d: %s", epoch + 1, record)
+        if state["best"] is None or _better(metrics, state["best"]):
+            state["best"] = {**metrics, "epoch": epoch + 1}
+            state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state["stale"] = 0
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch + 1
+        save_checkpoint(
+            checkpoint_dir,
+            {
+                **state,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(),
+            },
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(record, model)
+
+    model.load_state_dict(state["best_model"])
+    seconds = time.perf_counter() - started
+    best = state["best"]
+    out_dir = Path(cfg.out_dir)
+    save_detector(
+        model.cpu(),
+        out_dir,
+        extra_config={
+            "contract": contract.to_dict(),
+            "contract_hash": contract.hash,
+            "aggregation": {"frames": "mean"},
+            "training": {
+                "config": dataclasses.asdict(cfg),
+                "best_epoch": best["epoch"],
+                "val_video_auc": best["val_video_auc"],
+                "val_frame_auc": best["val_frame_auc"],
+                "epochs_run": state["epoch"],
+                "dataset_fingerprint": _fingerprint(Path(cfg.faces_dir) / FACES_NAME),
+                "seconds": round(seconds, 1),
+                "device": device,
+            },
+        },
+    )
+    (out_dir / HISTORY_NAME).write_text(json.dumps(state["history"], indent=2) + "\n")
+    plot_history(state["history"], out_dir / CURVES_NAME)
+    save_resolved(cfg, out_dir)
+    return TrainResult(
+        out_dir, best["epoch"], best["val_video_auc"], best["val_frame_auc"], state["epoch"], seconds
+    )
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.frozen_epochs >= cfg.epochs:
+        raise ValueError("frozen_epochs must be fewer than epochs: the backbone would never be tuned")
+    if cfg.batch_size < 2 or cfg.samples_per_epoch < cfg.batch_size:
+        raise ValueError("batch_size must be at least 2 and at most samples_per_epoch")
+    if not 0.0 <= cfg.sbi_share <= 1.0:
+        raise ValueError(f"sbi_share must be within [0, 1], got {cfg.sbi_share}")
+
+
+def _train_epoch(
+    model: Detector,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    criterion: torch.nn.Module,
+    device: str,
+    use_amp: bool,
+    desc: str,
+    progress: bool,
+) -> float:
+    model.train()
+    losses = []
+    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
+    for images, targets in bar:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            loss = criterion(model(images).logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return round(float(np.mean(losses)), 4)
+
+
+def _validate(model: Detector, faces: pd.DataFrame, device: str) -> dict[str, float]:
+    logits, _ = score_crop_files(model, faces["crop_path"].tolist(), device=device)
+    targets = faces["target"].to_numpy()
+    probability = 1.0 / (1.0 + np.exp(-logits))
+    per_video = pd.DataFrame({"video_id": faces["video_id"], "p": probability, "y": targets})
+    videos = per_video.groupby("video_id").agg(p=("p", "mean"), y=("y", "first"))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.from_numpy(logits).double(), torch.from_numpy(targets).double()
+    )
+    return {
+        "val_loss": round(float(loss), 4),
+        "val_frame_auc": round(roc_auc(targets, probability), 4),
+        "val_video_auc": round(roc_auc(videos["y"], videos["p"]), 4),
+    }
+
+
+def _better(metrics: dict[str, float], best: dict[str, Any]) -> bool:
+    if metrics["val_video_auc"] != best["val_video_auc"]:
+        return metrics["val_video_auc"] > best["val_video_auc"]
+    return metrics["val_loss"] < best["val_loss"]
+
+
+def _settings_key(cfg: TrainConfig) -> str:
+    """Checkpoints of different settings never mix: a resume continues only the same run."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "device")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

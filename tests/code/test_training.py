@@ -1,0 +1,192 @@
+"""`train_detector` on a tiny face dataset made here: schedule, warm-up, resume, outputs, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dfguard.config import ExtractConfig, TrainConfig
+from dfguard.faces.contract import PreprocessingContract
+from dfguard.models import load_detector
+from dfguard.training.data import DATASET_FAKE, REAL, SELF_BLEND, epoch_draws, load_faces
+from dfguard.training.run import train_detector
+
+CROP_PX = 48
+
+
+def _crop(rng: np.random.Generator, fake: bool) -> np.ndarray:
+    """A face-ish blob; fakes carry a sharp-edged, colour-shifted inner patch (a blend boundary)."""
+    base = cv2.GaussianBlur(rng.integers(60, 200, (CROP_PX, CROP_PX, 3), np.uint8), (0, 0), 3)
+    if fake:
+        base[14:34, 14:34] = np.clip(base[14:34, 14:34].astype(int) + np.array([40, -20, 30]), 0, 255)
+    return base
+
+
+def make_face_dataset(root: Path, videos_per_split: int = 4, frames: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "val", "test"):
+        for v in range(videos_per_split):
+            fake = v % 2 == 1
+            video_id = f"{split}{v}"
+            (root / "crops" / video_id).mkdir(parents=True)
+            for f in range(frames):
+                crop = f"crops/{video_id}/{f:05d}_t0.png"
+                cv2.imwrite(str(root / crop), _crop(rng, fake))
+                rows.append(
+                    {
+                        "video_id": video_id,
+                        "label": "fake" if fake else "real",
+                        "method": "FaceSwap" if fake else "original",
+                        "split": split,
+                        "frame": f,
+                        "crop": crop,
+                        "subject": True,
+                    }
+                )
+    pd.DataFrame(rows).to_parquet(root / "faces.parquet", index=False)
+    contract = PreprocessingContract.from_config(ExtractConfig(crop_size=CROP_PX))
+    (root / "contract.json").write_text(contract.to_json())
+    return root
+
+
+@pytest.fixture
+def faces_dir(tmp_path: Path) -> Path:
+    return make_face_dataset(tmp_path / "faces")
+
+
+def _cfg(faces_dir: Path, tmp_path: Path, **overrides) -> TrainConfig:
+    settings = {
+        "faces_dir": str(faces_dir),
+        "out_dir": str(tmp_path / "model"),
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "model": "small_cnn",
+        "input_size": 32,
+        "epochs": 2,
+        "frozen_epochs": 1,
+        "batch_size": 8,
+        "samples_per_epoch": 32,
+        "patience": 5,
+    }
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_draws_are_class_balanced_and_sbi_only_uses_no_dataset_fakes(faces_dir: Path, tmp_path: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    draws = epoch_draws(faces, _cfg(faces_dir, tmp_path, samples_per_epoch=400), epoch=0)
+    kinds = np.array([kind for kind, _ in draws])
+    assert (kinds == REAL).sum() == 200 and (kinds != REAL).sum() == 200
+    assert 60 < (kinds == SELF_BLEND).sum() < 140, "about half the fakes are self-blends"
+    real_rows = set(np.flatnonzero(faces.target.to_numpy() == 0))
+    assert all(row in real_rows for kind, row in draws if kind in (REAL, SELF_BLEND))
+    sbi_only = epoch_draws(
+        faces, _cfg(faces_dir, tmp_path, samples_per_epoch=400, use_dataset_fakes=False), 0
+    )
+    assert DATASET_FAKE not in {kind for kind, _ in sbi_only}
+    assert epoch_draws(faces, _cfg(faces_dir, tmp_path), 3) == epoch_draws(
+        faces, _cfg(faces_dir, tmp_path), 3
+    )
+
+
+def test_training_writes_a_loadable_model_with_its_contract(faces_dir: Path, tmp_path: Path) -> None:
+    result = train_detector(_cfg(faces_dir, tmp_path), progress=False)
+    _, config = load_detector(result.model_dir)
+    contract = PreprocessingContract.from_json((faces_dir / "contract.json").read_text())
+    assert config["contract_hash"] == contract.hash and config["contract"] == contract.to_dict()
+    assert config["preset"]["input_size"] == 32
+    assert config["training"]["epochs_run"] == 2 and 1 <= result.best_epoch <= 2
+    history = json.loads((result.model_dir / "history.json").read_text())
+    assert [h["frozen"] for h in history] == [True, False]
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    assert (result.model_dir / "training_curves.png").stat().st_size > 1000
+
+
+def _snapshots(model_states: list[dict[str, torch.Tensor]]):
+    def hook(record: dict, model) -> None:
+        model_states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    return hook
+
+
+def test_frozen_warm_up_leaves_the_backbone_then_fine_tuning_changes_it(
+    faces_dir: Path, tmp_path: Path
+) -> None:
+    from dfguard.models import get_model
+
+    torch.manual_seed(TrainConfig.seed)  # train_detector seeds the same way: the same initial weights
+    initial = get_model("small_cnn", input_size=32).state_dict()
+    states: list[dict[str, torch.Tensor]] = []
+    train_detector(
+        _cfg(faces_dir, tmp_path, epochs=2, frozen_epochs=1), progress=False, on_epoch_end=_snapshots(states)
+    )
+    backbone = [k for k in initial if k.startswith("backbone.")]
+    assert all(torch.equal(states[0][k], initial[k]) for k in backbone), "warm-up moved the backbone"
+    assert not all(torch.equal(states[0][k], initial[k]) for k in initial if k.startswith("head."))
+    assert not all(
+        torch.equal(states[1][k], states[0][k]) for k in backbone if initial[k].is_floating_point()
+    )
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(faces_dir: Path, tmp_path: Path) -> None:
+    straight = train_detector(_cfg(faces_dir, tmp_path / "a", epochs=3), progress=False)
+
+    def interrupt_after_epoch_2(record: dict, model) -> None:
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt  # as if the machine went away after the checkpoint was written
+
+    cfg = _cfg(faces_dir, tmp_path / "b", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(cfg, progress=False, on_epoch_end=interrupt_after_epoch_2)
+    epochs_seen: list[int] = []
+    resumed = train_detector(
+        dataclasses.replace(cfg, resume=True),
+        progress=False,
+        on_epoch_end=lambda record, model: epochs_seen.append(record["epoch"]),
+    )
+    assert epochs_seen == [3], "the resumed run redid finished epochs"
+    a, _ = load_detector(straight.model_dir)
+    b, _ = load_detector(resumed.model_dir)
+    for (key, left), right in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(left, right), key
+    history_a = json.loads((straight.model_dir / "history.json").read_text())
+    history_b = json.loads((resumed.model_dir / "history.json").read_text())
+    assert [h["val_loss"] for h in history_a] == [h["val_loss"] for h in history_b]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"frozen_epochs": 2, "epochs": 2}, "frozen_epochs"),
+        ({"sbi_share": 1.5}, "sbi_share"),
+        ({"loss": "hinge"}, "loss"),
+    ],
+)
+def test_bad_settings_are_refused(faces_dir: Path, tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_detector(_cfg(faces_dir, tmp_path, **change), progress=False)
+
+
+def test_missing_dataset_and_one_class_validation_are_clear_errors(faces_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="dfguard extract"):
+        train_detector(_cfg(tmp_path / "nowhere", tmp_path), progress=False)
+    faces = pd.read_parquet(faces_dir / "faces.parquet")
+    faces.loc[faces.split == "val", "label"] = "real"
+    faces.to_parquet(faces_dir / "faces.parquet", index=False)
+    with pytest.raises(ValueError, match="validation split"):
+        train_detector(_cfg(faces_dir, tmp_path), progress=False)
+
+
+def test_focal_loss_weights_hard_examples_more() -> None:
+    from dfguard.training.losses import FocalLoss
+
+    focal, targets = FocalLoss(2.0), torch.tensor([1.0])
+    easy, hard = focal(torch.tensor([4.0]), targets), focal(torch.tensor([-1.0]), targets)
+    bce = torch.nn.BCEWithLogitsLoss()
+    assert hard / easy > bce(torch.tensor([-1.0]), targets) / bce(torch.tensor([4.0]), targets)
