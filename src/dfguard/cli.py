@@ -6,9 +6,14 @@ import argparse
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dfguard.config import PARAMS_FILE, Config, load_config, parse_overrides
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger("dfguard")
 
@@ -91,6 +96,63 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from dfguard.evaluation.calibrate import run_calibrate
+
+    cfg = _config(args, {"calibrate.model_dir": args.model, "calibrate.out_dir": args.out}).calibrate
+    result = run_calibrate(cfg, progress=not args.no_progress)
+    c = result.calibrator
+    print(
+        f"calibrated model: {result.model_dir}: temperature {c.temperature:.3f}, "
+        f"threshold {c.threshold:.3f}, UNCERTAIN band +-{c.margin:.3f}; "
+        f"validation ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dfguard.evaluation.run import run_evaluate
+
+    flags = {"evaluate.model_dir": args.model, "evaluate.split": args.split, "evaluate.out_dir": args.out}
+    cfg = _config(args, flags).evaluate
+    metrics = run_evaluate(cfg, progress=not args.no_progress).metrics
+    video, frame = metrics["video"], metrics["frame"]
+    print(
+        f"{cfg.split}: video AUC {video['auc']}, frame AUC {frame['auc']}, video ECE {video['ece']}, "
+        f"accuracy {video['accuracy']} at threshold {video['threshold']} -> {cfg.out_dir}/metrics.json"
+    )
+    for method, values in metrics["by_method"].items():
+        print(f"  {method}: video AUC {values['auc']}")
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from dfguard.inference.predictor import Predictor
+    from dfguard.inference.report import write_report
+    from dfguard.media import media_kind
+
+    target = Path(args.path)
+    if not target.exists():
+        print(f"error: {target} does not exist", file=sys.stderr)
+        return 2
+    files = (
+        sorted(p for p in target.rglob("*") if p.is_file() and media_kind(p)) if target.is_dir() else [target]
+    )
+    predictor = Predictor.load(args.model)
+    results = []
+    for path in files:
+        prediction = predictor.predict(path)
+        results.append({"file": str(path), **prediction.to_dict()})
+        if args.report:
+            write_report(prediction, predictor, path, Path(args.report))
+        if not args.json:
+            shown = f"{prediction.probability:.3f}" if prediction.probability is not None else "  -  "
+            print(f"{prediction.verdict:<15} p(fake)={shown}  {path}  {prediction.reason}".rstrip())
+    if args.json:
+        print(json.dumps(results if target.is_dir() else results[0], indent=2))
+    return 0
+
+
 def _cmd_bench_extract(args: argparse.Namespace) -> int:
     from dfguard.faces.bench import run_bench
 
@@ -118,6 +180,82 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(summary_path.read_text())
     print(f"Contact sheet: {Path(cfg.corpus.out_dir) / 'contact_sheet.jpg'}")
     return 0
+
+
+def _registry_client(args: argparse.Namespace) -> tuple[Config, MlflowClient]:
+    from dfguard.registry import configure
+
+    cfg = _config(args, {})
+    return cfg, configure(cfg.registry)
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from dfguard.registry import list_versions
+
+    _, client = _registry_client(args)
+    versions = list_versions(client)
+    if not versions:
+        print("no registered versions")
+        return 0
+    print(f"{'version':>7}  {'aliases':<30} {'created (UTC)':<16}  {'video AUC':>9}  {'ECE':>6}  gate   run")
+    for version in versions:
+        metrics = client.get_run(version.run_id).data.metrics
+        auc, ece = (metrics.get(key, float("nan")) for key in ("video.auc", "video.ece"))
+        created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{version.version:>7}  {','.join(sorted(version.aliases)) or '-':<30} {created:<16}  "
+            f"{auc:>9.4f}  {ece:>6.4f}  {version.tags.get('gate.passed', '-'):<5}  {version.run_id}"
+        )
+    return 0
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    from dfguard.registry import get_version
+
+    _, client = _registry_client(args)
+    version = get_version(client, args.version)
+    metrics = client.get_run(version.run_id).data.metrics
+    print(f"{version.name} version {version.version}")
+    print(f"  aliases: {', '.join(sorted(version.aliases)) or '-'}")
+    print(f"  run: {version.run_id}\n  source: {version.source}")
+    for key, value in sorted(version.tags.items()):
+        # The contract is one long JSON line: its hash is shown; the run's contract.json holds it in full.
+        if key != "lineage.contract":
+            print(f"  {key}: {value}".replace("\n", "\n      "))
+    for key in sorted(k for k in metrics if k.startswith(("video.", "by_method."))):
+        print(f"  {key}: {metrics[key]:.4f}")
+    return 0
+
+
+def _cmd_models_promote(args: argparse.Namespace) -> int:
+    from dfguard.promotion import loadable, promote
+
+    cfg, client = _registry_client(args)
+    result = promote(client, args.version, cfg.promotion, force=args.force, verify=loadable(client))
+    print(f"gate for version {result.version}: {'passed' if result.gate.passed else 'failed'}")
+    for reason in result.gate.reasons:
+        print(f"  {reason}")
+    if not result.promoted:
+        print("not promoted (--force promotes past a failing gate)")
+        return 1
+    print(f"promoted; aliases: {json.dumps(result.aliases, sort_keys=True)}")
+    return 0
+
+
+def _cmd_models_rollback(args: argparse.Namespace) -> int:
+    from dfguard.promotion import loadable, rollback
+
+    _, client = _registry_client(args)
+    aliases = rollback(client, verify=loadable(client))
+    print(f"rolled back; aliases: {json.dumps(aliases, sort_keys=True)}")
+    return 0
+
+
+def _cmd_server_start(args: argparse.Namespace) -> int:
+    from dfguard.servers import project_servers, run_servers
+
+    cfg = _config(args, {}).registry
+    return run_servers(project_servers(cfg, args.host, args.mlflow_port, args.prefect_port))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_cmd_train)
 
+    calibrate = commands.add_parser("calibrate", help="fit temperature, threshold and UNCERTAIN band")
+    calibrate.add_argument("--model", help="trained model folder (default: calibrate.model_dir)")
+    calibrate.add_argument("--out", help="calibrated model folder (default: calibrate.out_dir)")
+    calibrate.add_argument("--no-progress", action="store_true")
+    calibrate.set_defaults(func=_cmd_calibrate)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a model on a split of the face dataset")
+    evaluate.add_argument("--model", help="model folder (default: evaluate.model_dir)")
+    evaluate.add_argument("--split", help="train, val or test (default: evaluate.split)")
+    evaluate.add_argument("--out", help="report folder (default: evaluate.out_dir)")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    detect = commands.add_parser("detect", help="judge a video, an image or a folder of them")
+    detect.add_argument("path", help="a video, an image, or a folder (searched recursively)")
+    detect.add_argument("--model", default="models/calibrated", help="model folder (default: %(default)s)")
+    detect.add_argument("--report", help="write report.json, a timeline and Grad-CAM overlays here")
+    detect.add_argument("--json", action="store_true", help="print the full predictions as JSON")
+    detect.set_defaults(func=_cmd_detect)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_extract = bench.add_parser(
         "extract", help="face extraction vs a dlib pipeline and the decode floor"
@@ -173,6 +331,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench_extract.add_argument("--frames", type=int, default=16, help="frames per video")
     bench_extract.add_argument("--max-videos", type=int, help="limit the number of videos")
     bench_extract.set_defaults(func=_cmd_bench_extract)
+
+    models = commands.add_parser("models", help="registered detectors").add_subparsers(
+        dest="action", required=True
+    )
+    models.add_parser("list", help="every registered version, newest first").set_defaults(
+        func=_cmd_models_list
+    )
+    show = models.add_parser("show", help="one version: aliases, lineage, gate verdict, metrics")
+    show.add_argument("version", help="version number or alias (champion, challenger, previous)")
+    show.set_defaults(func=_cmd_models_show)
+    promote = models.add_parser("promote", help="gate a version against the champion; promote it on a pass")
+    promote.add_argument("version", help="version number or alias")
+    promote.add_argument("--force", action="store_true", help="promote even if the gate fails")
+    promote.set_defaults(func=_cmd_models_promote)
+    models.add_parser("rollback", help="make the previous champion the champion again").set_defaults(
+        func=_cmd_models_rollback
+    )
+
+    server = commands.add_parser("server", help="the team servers").add_subparsers(
+        dest="action", required=True
+    )
+    server_start = server.add_parser("start", help="MLflow (tracking, registry, UI) and Prefect servers")
+    server_start.add_argument("--host", default="127.0.0.1", help="where both listen (default: %(default)s)")
+    server_start.add_argument("--mlflow-port", type=int, default=5000, help="default: %(default)s")
+    server_start.add_argument("--prefect-port", type=int, default=4200, help="default: %(default)s")
+    server_start.set_defaults(func=_cmd_server_start)
     return parser
 
 

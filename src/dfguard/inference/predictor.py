@@ -69,13 +69,19 @@ class Prediction:
     features: list[float] | None = None  # mean face embedding, for drift monitoring
     seconds: dict[str, float] = field(default_factory=dict)  # decode, faces, classify
     model: dict[str, Any] = field(default_factory=dict)
+    crops: list[np.ndarray] = field(default_factory=list, repr=False)  # per face, for Grad-CAM; not saved
 
     @property
     def judged(self) -> bool:
         return self.verdict not in STATUSES
 
     def to_dict(self, with_features: bool = False) -> dict[str, Any]:
-        data = asdict(self)
+        crops, self.crops = self.crops, []  # asdict would deep-copy the images
+        try:
+            data = asdict(self)
+        finally:
+            self.crops = crops
+        data.pop("crops")
         if not with_features:
             data.pop("features")
         return data
@@ -215,6 +221,7 @@ class Predictor:
             features=[round(float(v), 5) for v in features.mean(axis=0)],
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,
+            crops=[face.crop for face in media.faces],
         )
 
     def _detector(self) -> FaceDetector:

@@ -1,0 +1,60 @@
+"""Grad-CAM (Selvaraju et al. 2017) for frame detectors: where in a face crop the fake evidence lies.
+
+The heat map is the last convolution's activations weighted by the mean gradient of the fake logit
+with respect to each channel, kept where positive, upsampled to the crop.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from dfguard.models.base import Detector
+from dfguard.transforms import to_batch
+
+
+def last_conv(model: Detector) -> nn.Conv2d:
+    convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no convolution to explain")
+    return convs[-1]
+
+
+def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> np.ndarray:
+    """Heat maps in [0, 1], one per crop, each the crop's size (N, H, W)."""
+    layer = last_conv(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        output.retain_grad()
+        captured["activations"] = output
+
+    handle = layer.register_forward_hook(keep)
+    was_training = model.training
+    model.eval()
+    try:
+        batch = to_batch(crops, model.preset).to(device).requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(batch).logits
+            logits.sum().backward()
+    finally:
+        handle.remove()
+        model.train(was_training)
+    activations = captured["activations"]
+    weights = activations.grad.mean(dim=(2, 3), keepdim=True)
+    cams = torch.relu((weights * activations).sum(dim=1)).detach().float().cpu().numpy()
+    height, width = crops[0].shape[:2]
+    maps = []
+    for cam in cams:
+        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+        peak = cam.max()
+        maps.append(cam / peak if peak > 0 else cam)
+    return np.stack(maps).astype(np.float32)
+
+
+def overlay(crop: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The crop with the heat map drawn over it (BGR uint8)."""
+    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(crop, 1.0 - alpha, colour, alpha, 0.0)
