@@ -153,6 +153,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from dfguard.export.onnx import export_onnx
+
+    result = export_onnx(args.model, args.out)
+    print(
+        f"{result.path}: onnxruntime matches PyTorch (max |logit difference| {result.max_abs_logit_diff:.1e})"
+    )
+    return 0
+
+
 def _cmd_bench_extract(args: argparse.Namespace) -> int:
     from dfguard.faces.bench import run_bench
 
@@ -223,7 +233,7 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
         if key != "lineage.contract":
             print(f"  {key}: {value}".replace("\n", "\n      "))
     for key in sorted(k for k in metrics if k.startswith(("video.", "by_method."))):
-        print(f"  {key}: {metrics[key]:.4f}")
+        print(f"  {key}: {metrics[key]:.4g}")
     return 0
 
 
@@ -322,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--report", help="write report.json, a timeline and Grad-CAM overlays here")
     detect.add_argument("--json", action="store_true", help="print the full predictions as JSON")
     detect.set_defaults(func=_cmd_detect)
+
+    export = commands.add_parser("export", help="export a model").add_subparsers(dest="format", required=True)
+    onnx = export.add_parser("onnx", help="ONNX graph, checked against PyTorch with onnxruntime")
+    onnx.add_argument("--model", default="models/calibrated", help="model folder (default: %(default)s)")
+    onnx.add_argument("--out", default="models/onnx/model.onnx", help="ONNX file (default: %(default)s)")
+    onnx.set_defaults(func=_cmd_export_onnx)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_extract = bench.add_parser(

@@ -1,0 +1,1 @@
+"""Model export for runtimes without PyTorch."""
