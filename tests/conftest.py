@@ -9,9 +9,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
-from dfguard.config import IngestConfig
+from dfguard.config import ExtractConfig, IngestConfig
+from dfguard.faces.contract import PreprocessingContract
 from dfguard.ingest import IngestResult, run_ingest
 from dfguard.media import write_video
 
@@ -165,3 +167,50 @@ class FaceScenes:
 def face_scenes(sources_dir: Path, identities: list) -> FaceScenes:
     """A factory of frames and videos with real faces placed where a test wants them."""
     return FaceScenes(sources_dir, identities)
+
+
+CROP_PX = 48
+
+
+def _tiny_crop(rng: np.random.Generator, fake: bool) -> np.ndarray:
+    """A face-ish blob; fakes carry a sharp-edged, colour-shifted inner patch (a blend boundary)."""
+    base = cv2.GaussianBlur(rng.integers(60, 200, (CROP_PX, CROP_PX, 3), np.uint8), (0, 0), 3)
+    if fake:
+        base[14:34, 14:34] = np.clip(base[14:34, 14:34].astype(int) + np.array([40, -20, 30]), 0, 255)
+    return base
+
+
+def make_face_dataset(root: Path, videos_per_split: int = 4, frames: int = 3) -> Path:
+    """A tiny face dataset as `dfguard extract` lays it out: crops, faces.parquet, contract.json; odd
+    videos are fakes whose crops carry a sharp-edged, colour-shifted patch."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "val", "test"):
+        for v in range(videos_per_split):
+            fake = v % 2 == 1
+            video_id = f"{split}{v}"
+            (root / "crops" / video_id).mkdir(parents=True)
+            for f in range(frames):
+                crop = f"crops/{video_id}/{f:05d}_t0.png"
+                cv2.imwrite(str(root / crop), _tiny_crop(rng, fake))
+                rows.append(
+                    {
+                        "video_id": video_id,
+                        "label": "fake" if fake else "real",
+                        "method": "FaceSwap" if fake else "original",
+                        "split": split,
+                        "frame": f,
+                        "crop": crop,
+                        "subject": True,
+                    }
+                )
+    pd.DataFrame(rows).to_parquet(root / "faces.parquet", index=False)
+    contract = PreprocessingContract.from_config(ExtractConfig(crop_size=CROP_PX))
+    (root / "contract.json").write_text(contract.to_json())
+    return root
+
+
+@pytest.fixture(scope="session")
+def face_dataset() -> Callable[..., Path]:
+    """A factory of tiny face datasets (see `make_face_dataset`)."""
+    return make_face_dataset

@@ -6,60 +6,21 @@ import dataclasses
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from dfguard.config import ExtractConfig, TrainConfig
+from dfguard.config import TrainConfig
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.models import load_detector
 from dfguard.training.data import DATASET_FAKE, REAL, SELF_BLEND, epoch_draws, load_faces
 from dfguard.training.run import train_detector
 
-CROP_PX = 48
-
-
-def _crop(rng: np.random.Generator, fake: bool) -> np.ndarray:
-    """A face-ish blob; fakes carry a sharp-edged, colour-shifted inner patch (a blend boundary)."""
-    base = cv2.GaussianBlur(rng.integers(60, 200, (CROP_PX, CROP_PX, 3), np.uint8), (0, 0), 3)
-    if fake:
-        base[14:34, 14:34] = np.clip(base[14:34, 14:34].astype(int) + np.array([40, -20, 30]), 0, 255)
-    return base
-
-
-def make_face_dataset(root: Path, videos_per_split: int = 4, frames: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    rows = []
-    for split in ("train", "val", "test"):
-        for v in range(videos_per_split):
-            fake = v % 2 == 1
-            video_id = f"{split}{v}"
-            (root / "crops" / video_id).mkdir(parents=True)
-            for f in range(frames):
-                crop = f"crops/{video_id}/{f:05d}_t0.png"
-                cv2.imwrite(str(root / crop), _crop(rng, fake))
-                rows.append(
-                    {
-                        "video_id": video_id,
-                        "label": "fake" if fake else "real",
-                        "method": "FaceSwap" if fake else "original",
-                        "split": split,
-                        "frame": f,
-                        "crop": crop,
-                        "subject": True,
-                    }
-                )
-    pd.DataFrame(rows).to_parquet(root / "faces.parquet", index=False)
-    contract = PreprocessingContract.from_config(ExtractConfig(crop_size=CROP_PX))
-    (root / "contract.json").write_text(contract.to_json())
-    return root
-
 
 @pytest.fixture
-def faces_dir(tmp_path: Path) -> Path:
-    return make_face_dataset(tmp_path / "faces")
+def faces_dir(tmp_path: Path, face_dataset) -> Path:
+    return face_dataset(tmp_path / "faces")
 
 
 def _cfg(faces_dir: Path, tmp_path: Path, **overrides) -> TrainConfig:
