@@ -41,6 +41,8 @@ def _item_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 @task(name="extract-item", retries=2, retry_delay_seconds=5, cache_key_fn=_item_key, persist_result=True)
 def extract_item(job: ExtractJob, contract_json: str, device: str) -> dict[str, float]:
+    if Path(job.cache_file).exists():
+        return {}  # extracted under this contract by an earlier run, flow or CLI: nothing to redo
     outcome = process_in_worker(job, contract_json, device)
     if isinstance(outcome, str):
         raise RuntimeError(f"{job.source}: {outcome}")  # Prefect retries it; the last error is recorded

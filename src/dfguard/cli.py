@@ -172,16 +172,17 @@ def _cmd_bench_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """The main job on the embedded defaults: raw data -> DVC-tracked stages -> default remote."""
+    """The main job on the embedded defaults: raw data -> DVC-tracked stages -> default remote, then a
+    verdict on a held-out clip."""
     from dfguard.corpus.sources import fetch_sources
-    from dfguard.versioning import reproduce_and_push, track_raw_data
+    from dfguard.versioning import track_raw_data
 
     cfg = _config(args, {})
     index = fetch_sources(Path(cfg.corpus.sources_dir))
     for skipped in index["skipped"]:
         print(f"source skipped: {skipped['source']}: {skipped['reason']}")
     track_raw_data()
-    reproduce_and_push()
+    result = _run_pipeline(args)
     for title, summary_path in (
         ("Manifest", Path(cfg.ingest.out_dir) / "summary.json"),
         ("Face dataset", Path(cfg.extract.out_dir) / "summary.json"),
@@ -189,7 +190,92 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"\n{title} summary ({summary_path}):")
         print(summary_path.read_text())
     print(f"Contact sheet: {Path(cfg.corpus.out_dir) / 'contact_sheet.jpg'}")
+    _print_evaluation(Path(cfg.evaluate.out_dir) / "metrics.json")
+    _detect_held_out_clip(cfg)
+    _print_pipeline(result, cfg)
     return 0
+
+
+def _run_pipeline(args: argparse.Namespace) -> dict:
+    from pipelines.pipeline import pipeline_flow
+
+    return pipeline_flow(params_path=args.params)
+
+
+def _cmd_pipeline_run(args: argparse.Namespace) -> int:
+    _print_pipeline(_run_pipeline(args), _config(args, {}))
+    return 0
+
+
+def _print_pipeline(result: dict, cfg: Config) -> None:
+    promotion = result["promote"]
+    print(
+        f"\nPipeline: model version {result['train']['version']} "
+        f"({'promoted to champion' if promotion['promoted'] else 'not promoted'}); wall time by flow (s): "
+        f"{result['seconds']}"
+    )
+    for reason in promotion["reasons"]:
+        print(f"  gate: {reason}")
+    print(
+        f"Registry: {cfg.registry.tracking_uri or cfg.registry.root + '/mlflow.db'} (`dfguard models list`). "
+        "UIs: `dfguard server start`, then MLflow at http://127.0.0.1:5000 and Prefect at http://127.0.0.1:4200"
+    )
+
+
+def _cmd_flows_serve(args: argparse.Namespace) -> int:
+    from pipelines.deployments import serve_flows
+
+    serve_flows(_config(args, {}).flows, args.params)
+    return 0
+
+
+def _cmd_bench_detect(args: argparse.Namespace) -> int:
+    from dfguard.inference.bench import format_figures, run_bench_detect
+
+    cfg = _config(args, {})
+    import pandas as pd
+
+    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
+    source = (
+        Path(cfg.ingest.dataset_dir)
+        / manifest[manifest["split"] == "test"].sort_values("path")["path"].iloc[0]
+    )
+    figures = run_bench_detect(
+        Path(args.model), source, Path(cfg.extract.out_dir), Path(args.out), args.frames
+    )
+    print(format_figures(figures))
+    return 0
+
+
+def _print_evaluation(metrics_path: Path) -> None:
+    metrics = json.loads(metrics_path.read_text())
+    video = metrics["video"]
+    methods = ", ".join(f"{m} {v['auc']:.3f}" for m, v in metrics["by_method"].items())
+    print(
+        f"\nTest split ({metrics_path}): video AUC {video['auc']:.3f} ({methods}), frame AUC "
+        f"{metrics['frame']['auc']:.3f}, ECE {video['ece']:.3f}, accuracy {video['accuracy']:.3f}"
+    )
+
+
+def _detect_held_out_clip(cfg: Config) -> None:
+    """`dfguard detect` on the first manipulated clip of the test split: people never seen in training."""
+    import pandas as pd
+
+    from dfguard.inference.predictor import Predictor
+    from dfguard.inference.report import write_report
+
+    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
+    held_out = manifest[(manifest["split"] == "test") & (manifest["label"] == "fake")].sort_values("path")
+    if held_out.empty:
+        return
+    clip = Path(cfg.ingest.dataset_dir) / held_out["path"].iloc[0]
+    predictor = Predictor.load(cfg.evaluate.model_dir)
+    prediction = predictor.predict(clip)
+    folder = write_report(prediction, predictor, clip, Path("reports/detect"))
+    print(
+        f"\ndfguard detect {clip} ({held_out['method'].iloc[0]}, held out): {prediction.verdict}, "
+        f"p(fake) {prediction.probability} -> report in {folder}"
+    )
 
 
 def _registry_client(args: argparse.Namespace) -> tuple[Config, MlflowClient]:
@@ -347,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_extract.add_argument("--frames", type=int, default=16, help="frames per video")
     bench_extract.add_argument("--max-videos", type=int, help="limit the number of videos")
     bench_extract.set_defaults(func=_cmd_bench_extract)
+    bench_detect = bench.add_parser("detect", help="`dfguard detect` latency on a 10 s clip; models table")
+    bench_detect.add_argument(
+        "--model", default="models/calibrated", help="model folder (default: %(default)s)"
+    )
+    bench_detect.add_argument("--out", default="bench/detect", help="where results go (default: %(default)s)")
+    bench_detect.add_argument("--frames", type=int, default=16, help="frames sampled (default: %(default)s)")
+    bench_detect.set_defaults(func=_cmd_bench_detect)
 
     models = commands.add_parser("models", help="registered detectors").add_subparsers(
         dest="action", required=True
@@ -373,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     server_start.add_argument("--mlflow-port", type=int, default=5000, help="default: %(default)s")
     server_start.add_argument("--prefect-port", type=int, default=4200, help="default: %(default)s")
     server_start.set_defaults(func=_cmd_server_start)
+
+    pipeline = commands.add_parser("pipeline", help="the Prefect pipeline").add_subparsers(
+        dest="action", required=True
+    )
+    pipeline.add_parser(
+        "run", help="extract -> train -> calibrate -> evaluate -> register -> promote, then push"
+    ).set_defaults(func=_cmd_pipeline_run)
+    flows = commands.add_parser("flows", help="Prefect deployments").add_subparsers(
+        dest="action", required=True
+    )
+    flows.add_parser(
+        "serve", help="serve the flows on their schedules (needs `dfguard server start` running)"
+    ).set_defaults(func=_cmd_flows_serve)
     return parser
 
 

@@ -88,6 +88,9 @@ class TrainConfig:
     2 CPU cores in a few minutes; on a GPU, raise `input_size`, `epochs` and `samples_per_epoch`."""
 
     faces_dir: str = "data/faces"
+    # Says which real clip each fake was made from, so a fake is trained next to its original frame;
+    # "" or a missing file pairs dataset fakes with random real faces instead.
+    manifest_path: str = "data/manifest/manifest.parquet"
     out_dir: str = "models/detector"
     checkpoint_dir: str = "models/checkpoints"  # outside out_dir: checkpoints are not the model
     model: str = "efficientnet_lite0"
@@ -110,6 +113,8 @@ class TrainConfig:
     seed: int = 7
     device: str = ""  # "" uses CUDA when present, else the CPU
     amp: bool = True  # mixed precision, on CUDA only
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU and on tensor cores
+    workers: int = 0  # data loader processes (spawned); 0 loads in the training process
     resume: bool = False  # continue from the last checkpoint of the same settings
 
 

@@ -1,5 +1,6 @@
 """End to end: the main job (`dfguard run`) on a small corpus in a scratch project: fetch -> corpus ->
-ingest -> extract -> DVC, then the incremental behaviour DVC promises."""
+ingest -> extract (a real Prefect flow run) -> train -> calibrate -> evaluate -> MLflow registry ->
+promotion -> DVC push, then the incremental behaviour DVC promises."""
 
 from __future__ import annotations
 
@@ -33,11 +34,15 @@ def project(tmp_path_factory: pytest.TempPathFactory, sources_dir: Path) -> Path
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpus"].update({"max_identities": 6, "clips_per_identity": 2, "duration_s": [1.0, 1.5]})
+    params["extract"].update({"frames_train": 4, "frames_val": 4, "frames_test": 6})
+    params["train"].update({"model": "small_cnn", "input_size": 64, "epochs": 2, "samples_per_epoch": 64})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(sources_dir, root / "data" / "raw" / "sources")  # as fetched; the job must not refetch
     _run(["git", "init", "-q"], root)
     _run([sys.executable, "-m", "dvc", "init", "-q"], root)
     _run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(root / "remote")], root)
+    _run(["git", "add", "dvc.yaml", "params.yaml", "src", ".dvc"], root)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "scratch"], root)
     return root
 
 
@@ -66,6 +71,27 @@ def test_first_run_builds_versions_and_pushes_everything(project: Path) -> None:
     assert yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     status = _run([sys.executable, "-m", "dvc", "status", "--cloud"], project).stdout
     assert "in sync" in status.lower(), status  # everything local was pushed
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert 0.0 <= metrics["video"]["auc"] <= 1.0 and set(metrics["by_method"]) == {"FaceSwap", "SelfBlend"}
+    assert list((project / "reports/detect").glob("*/report.json")), "no detect report on the held-out clip"
+
+
+def test_first_run_leaves_a_champion_with_its_lineage(project: Path) -> None:
+    from mlflow import MlflowClient
+
+    from dfguard.registry import embedded_uri
+    from dfguard.versioning import output_hash
+
+    client = MlflowClient(
+        tracking_uri=embedded_uri(project / "mlflow"), registry_uri=embedded_uri(project / "mlflow")
+    )
+    champion = client.get_model_version_by_alias("dfguard-detector", "champion")
+    tags = champion.tags
+    assert tags["lineage.dataset_hash"] == output_hash("data/faces", project)
+    assert len(tags["lineage.git_commit"]) == 40 and tags["lineage.flow_run_id"]
+    assert tags["gate.passed"] == "true"
+    contract = json.loads((project / "data/faces/contract.json").read_text())
+    assert tags["lineage.contract_hash"] == contract["hash"]
 
 
 def test_second_run_with_nothing_changed_does_nothing(project: Path) -> None:
@@ -75,6 +101,7 @@ def test_second_run_with_nothing_changed_does_nothing(project: Path) -> None:
     output = _run([DFGUARD, "run"], project)
     assert (_mtime(corpus_index), _mtime(manifest)) == before
     assert "Running stage" not in output.stdout + output.stderr
+    assert "not promoted" in output.stdout and "already registered" in output.stdout
 
 
 def test_changed_ingest_param_reruns_only_ingest(project: Path) -> None:

@@ -141,12 +141,13 @@ class Predictor:
         return "FAKE" if probability >= 0.5 else "REAL"
 
     # -- media ----------------------------------------------------------------------------------------
-    def predict(self, path: str | Path) -> Prediction:
-        """Judge one video or image file."""
+    def predict(self, path: str | Path, n_frames: int | None = None) -> Prediction:
+        """Judge one video or image file; `n_frames` overrides the contract's frames per video (a
+        latency budget trades evidence for speed)."""
         seconds: dict[str, float] = {}
         try:
             with timed(seconds, "decode"):
-                sampled = read_sampled(Path(path), self.contract.frames_for("test"))
+                sampled = read_sampled(Path(path), n_frames or self.contract.frames_for("test"))
         except MediaError as err:
             return self._status(UNREADABLE, str(err), seconds)
         if sampled.backend != "image" and len(sampled.frames) < MIN_VIDEO_FRAMES:

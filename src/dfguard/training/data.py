@@ -1,19 +1,27 @@
-"""Training data: the subject faces of a face dataset, with self-blended fakes made on the fly.
+"""Training data: the subject faces of a face dataset, drawn in real/fake pairs, with self-blended fakes
+made on the fly.
 
-Each draw is one of three kinds: a real face, a fake face from the dataset (a manipulated clip's
-subject), or a self-blend of a real face. A class-balanced sampler draws real and fake equally often,
-and within the fakes, self-blends `sbi_share` of the time. A draw's augmentation and blend depend only
-on (seed, epoch, position), so an epoch is reproducible, and a resumed run sees the same data.
+Every draw is a pair: a real face and a fake that differs from it (as far as the data allows) only by
+the manipulation. The fake is either a self-blend of that very real face, or a dataset fake whose real
+partner is the same frame of the original clip it was made from (the manifest's `original_path`; a
+random real face where that is unknown). Pairs are class-balanced by construction, and both halves of
+a pair get the same augmentation. Seeing each real image also as a fake is what stops a detector from
+memorising the few training identities and calling every unfamiliar face fake (Shiohara & Yamasaki
+train self-blends the same way).
+
+A draw's augmentation and blend depend only on (seed, epoch, position), so an epoch is reproducible,
+in any worker process, and a resumed run sees the same data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from dfguard.config import TrainConfig
 from dfguard.faces.contract import PreprocessingContract
@@ -24,6 +32,9 @@ from dfguard.transforms import AugmentConfig, Preset, resize, train_transform
 FACES_NAME = "faces.parquet"
 CONTRACT_NAME = "contract.json"
 REAL, DATASET_FAKE, SELF_BLEND = 0, 1, 2
+NO_PARTNER = -1
+
+Draw = tuple[int, int]  # (kind, row of the faces table)
 
 
 def load_faces(faces_dir: str | Path, split: str) -> pd.DataFrame:
@@ -51,50 +62,111 @@ def load_contract(faces_dir: str | Path) -> PreprocessingContract:
     return PreprocessingContract.from_json(path.read_text())
 
 
-class TrainingFaces(Dataset):
-    """Index i of an epoch's draw list -> (image tensor, target). Draws are (kind, row) pairs."""
+def real_partners(faces: pd.DataFrame, manifest_path: str | Path) -> np.ndarray:
+    """For each fake face, the row of its original clip's face at the nearest frame; NO_PARTNER for real
+    faces and where the manifest (absent, or without `original_path`) does not say which clip that is."""
+    partners = np.full(len(faces), NO_PARTNER, np.int64)
+    path = Path(manifest_path) if manifest_path else None
+    if path is None or not path.is_file():
+        return partners
+    manifest = pd.read_parquet(path)
+    if "original_path" not in manifest:
+        return partners
+    video_of_path = dict(zip(manifest["path"], manifest["video_id"], strict=True))
+    original_video = {
+        video: video_of_path.get(original)
+        for video, original in zip(manifest["video_id"], manifest["original_path"], strict=True)
+    }
+    rows = pd.DataFrame({"row": np.arange(len(faces)), "frame": faces["frame"].astype(np.int64)})
+    fakes = rows[faces["target"].to_numpy() == 1].assign(
+        video=faces.loc[faces["target"] == 1, "video_id"].map(original_video)
+    )
+    reals = rows[faces["target"].to_numpy() == 0].assign(video=faces.loc[faces["target"] == 0, "video_id"])
+    matched = pd.merge_asof(
+        fakes.dropna(subset=["video"]).sort_values("frame"),
+        reals.rename(columns={"row": "partner"}).sort_values("frame"),
+        on="frame",
+        by="video",
+        direction="nearest",
+    ).dropna(subset=["partner"])
+    partners[matched["row"].to_numpy()] = matched["partner"].to_numpy(np.int64)
+    return partners
 
-    def __init__(
-        self, faces: pd.DataFrame, preset: Preset, augment: AugmentConfig, margin: float, seed: int
-    ) -> None:
-        self.paths = faces["crop_path"].tolist()
-        self.preset, self.augment, self.margin, self.seed = preset, augment, margin, seed
-        self.draws: list[tuple[int, int]] = []
-        self.epoch = 0
 
-    def set_draws(self, draws: list[tuple[int, int]], epoch: int) -> None:
-        self.draws, self.epoch = draws, epoch
-
-    def __len__(self) -> int:
-        return len(self.draws)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        kind, row = self.draws[index]
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        crop = read_crop(self.paths[row])
-        if kind == SELF_BLEND:
-            crop = self_blend(crop, rng, margin=self.margin).image
-        # Augmenting at the model's input size costs a fraction of doing it on the full crop.
-        image = train_transform(resize(crop, self.preset.input_size), self.preset, self.augment, rng)
-        return image, torch.tensor(float(kind != REAL))
-
-
-def epoch_draws(faces: pd.DataFrame, cfg: TrainConfig, epoch: int) -> list[tuple[int, int]]:
-    """`cfg.samples_per_epoch` class-balanced (kind, row) draws for one epoch."""
-    reals = np.flatnonzero(faces["target"].to_numpy() == 0)
-    fakes = np.flatnonzero(faces["target"].to_numpy() == 1) if cfg.use_dataset_fakes else np.array([], int)
+def epoch_draws(faces: pd.DataFrame, partners: np.ndarray, cfg: TrainConfig, epoch: int) -> list[Draw]:
+    """`cfg.samples_per_epoch // 2` (real, fake) pairs for one epoch, flattened: positions 2k and 2k+1
+    hold pair k. Within the fakes, self-blends are drawn `cfg.sbi_share` of the time."""
+    targets = faces["target"].to_numpy()
+    reals = np.flatnonzero(targets == 0)
+    fakes = np.flatnonzero(targets == 1) if cfg.use_dataset_fakes else np.array([], np.int64)
     if len(reals) == 0:
         raise ValueError("the train split has no real faces: nothing to learn 'real' from")
     if len(fakes) == 0 and not cfg.sbi:
         raise ValueError("no fakes to train on: the train split has none and self-blends are off")
     rng = np.random.default_rng((cfg.seed, epoch, 1))
-    n_fake = cfg.samples_per_epoch // 2
-    n_real = cfg.samples_per_epoch - n_fake
+    n_pairs = cfg.samples_per_epoch // 2
     sbi_share = 1.0 if len(fakes) == 0 else (cfg.sbi_share if cfg.sbi else 0.0)
-    is_sbi = rng.random(n_fake) < sbi_share
-    draws = [(REAL, int(row)) for row in rng.choice(reals, n_real)]
-    draws += [(SELF_BLEND, int(row)) for row in rng.choice(reals, int(is_sbi.sum()))]
+    is_sbi = rng.random(n_pairs) < sbi_share
+    pairs = [((REAL, row), (SELF_BLEND, row)) for row in rng.choice(reals, int(is_sbi.sum())).tolist()]
     if (~is_sbi).any():
-        draws += [(DATASET_FAKE, int(row)) for row in rng.choice(fakes, int((~is_sbi).sum()))]
-    order = rng.permutation(len(draws))
-    return [draws[i] for i in order]
+        fake_rows = rng.choice(fakes, int((~is_sbi).sum()))
+        known = partners[fake_rows]
+        stand_ins = rng.choice(reals, len(fake_rows))
+        real_rows = np.where(known == NO_PARTNER, stand_ins, known)
+        pairs += [
+            ((REAL, real), (DATASET_FAKE, fake))
+            for real, fake in zip(real_rows.tolist(), fake_rows.tolist(), strict=True)
+        ]
+    return [draw for i in rng.permutation(len(pairs)) for draw in pairs[i]]
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields (epoch, position) keys, so persistent loader workers learn the epoch from each key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, position) for position in range(self.size))
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class TrainingFaces(Dataset):
+    """(epoch, position) -> (image tensor, target), position indexing `epoch_draws` of that epoch."""
+
+    def __init__(
+        self,
+        faces: pd.DataFrame,
+        partners: np.ndarray,
+        cfg: TrainConfig,
+        preset: Preset,
+        augment: AugmentConfig,
+        margin: float,
+    ) -> None:
+        self.faces, self.partners, self.cfg = faces[["crop_path", "target"]], partners, cfg
+        self.preset, self.augment, self.margin = preset, augment, margin
+        self._epoch, self._draws = -1, []
+
+    def draws(self, epoch: int) -> list[Draw]:
+        if epoch != self._epoch:
+            self._epoch, self._draws = epoch, epoch_draws(self.faces, self.partners, self.cfg, epoch)
+        return self._draws
+
+    def __len__(self) -> int:
+        return 2 * (self.cfg.samples_per_epoch // 2)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, position = key
+        kind, row = self.draws(epoch)[position]
+        crop = read_crop(self.faces["crop_path"].iat[row])
+        if kind == SELF_BLEND:
+            blend_rng = np.random.default_rng((self.cfg.seed, epoch, position, 1))
+            crop = self_blend(crop, blend_rng, margin=self.margin).image
+        # One augmentation per pair (position // 2): the pair then differs only by the manipulation.
+        # Augmenting at the model's input size costs a fraction of doing it on the full crop.
+        pair_rng = np.random.default_rng((self.cfg.seed, epoch, position // 2))
+        image = train_transform(resize(crop, self.preset.input_size), self.preset, self.augment, pair_rng)
+        return image, torch.tensor(float(kind != REAL))

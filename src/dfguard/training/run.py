@@ -5,7 +5,7 @@ new head does not wreck pretrained features with its first, large gradients), th
 with the backbone at a lower learning rate; AdamW, linear warm-up then cosine decay over all steps.
 After each epoch the model scores every validation face; the epoch with the best video-level AUC
 (mean of frame probabilities per video; validation loss breaks ties) is kept, and training stops after
-`patience` epochs without improvement.
+`patience` epochs without improvement. Data come in real/fake pairs (see `training.data`).
 """
 
 from __future__ import annotations
@@ -31,18 +31,29 @@ from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.plots import plot_history
 from dfguard.inference.scoring import score_crop_files
 from dfguard.models import get_model
-from dfguard.models.base import Detector, freeze_backbone
+from dfguard.models.base import Detector, FrameDetector, freeze_backbone
 from dfguard.models.io import save_detector
 from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from dfguard.training.data import FACES_NAME, TrainingFaces, epoch_draws, load_contract, load_faces
+from dfguard.training.data import (
+    FACES_NAME,
+    NO_PARTNER,
+    EpochSampler,
+    TrainingFaces,
+    load_contract,
+    load_faces,
+    real_partners,
+)
 from dfguard.training.losses import loss_function
 from dfguard.training.schedule import warmup_cosine
+from dfguard.training.step import train_step
 from dfguard.transforms import scaled_augmentation
 
 log = logging.getLogger(__name__)
 
 HISTORY_NAME = "history.json"
 CURVES_NAME = "training_curves.png"
+# Settings that change how fast a run goes but not what it computes: a resume may change them.
+RUN_ONLY_SETTINGS = ("resume", "device", "workers")
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ def train_detector(
         raise ValueError("the validation split needs real and fake faces to select a model on")
     contract = load_contract(cfg.faces_dir)
 
-    model = get_model(cfg.model, input_size=cfg.input_size).to(device)
+    model = _build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(
         [
             {"params": list(model.head_parameters()), "lr": cfg.lr},
@@ -86,13 +97,28 @@ def train_detector(
         ],
         weight_decay=cfg.weight_decay,
     )
-    steps_per_epoch = max(1, cfg.samples_per_epoch // cfg.batch_size)
-    scheduler = warmup_cosine(optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_fraction)
+    partners = real_partners(train_faces, cfg.manifest_path)
+    has_partner = partners[train_faces["target"].to_numpy() == 1] != NO_PARTNER
+    log.info("%d of %d train fakes paired with their original frame", has_partner.sum(), has_partner.size)
+    dataset = TrainingFaces(
+        train_faces, partners, cfg, model.preset, scaled_augmentation(cfg.augment), contract.margin
+    )
+    sampler = EpochSampler(len(dataset))
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=cfg.workers,
+        # Spawned, not forked: a fork after torch has run can deadlock. Persistent, so the workers'
+        # start-up (importing torch) is paid once, not every epoch.
+        multiprocessing_context="spawn" if cfg.workers else None,
+        persistent_workers=cfg.workers > 0,
+        pin_memory=device.startswith("cuda"),
+    )
+    scheduler = warmup_cosine(optimizer, cfg.epochs * len(loader), cfg.warmup_fraction)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = loss_function(cfg.loss, cfg.focal_gamma)
-    dataset = TrainingFaces(
-        train_faces, model.preset, scaled_augmentation(cfg.augment), contract.margin, cfg.seed
-    )
 
     checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
     state = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
@@ -109,22 +135,22 @@ def train_detector(
     while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
         epoch = state["epoch"]
         freeze_backbone(model, epoch < cfg.frozen_epochs)
-        dataset.set_draws(epoch_draws(train_faces, cfg, epoch), epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, drop_last=True)
+        sampler.epoch = epoch
         epoch_started = time.perf_counter()
-        train_loss = _train_epoch(
-            model,
-            loader,
-            optimizer,
-            scheduler,
-            scaler,
-            criterion,
-            device,
-            use_amp,
-            f"epoch {epoch + 1}/{cfg.epochs}",
-            progress,
+        bar = tqdm(
+            total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress
         )
+        train_loss = _train_epoch(
+            model, loader, bar, optimizer, scheduler, scaler, criterion, device, use_amp
+        )
+        bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
         metrics = _validate(model, val_faces, device)
+        bar.set_postfix(
+            loss=f"{train_loss:.3f}",
+            val_video_auc=metrics["val_video_auc"],
+            val_frame_auc=metrics["val_frame_auc"],
+        )
+        bar.close()
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -190,37 +216,46 @@ def train_detector(
 def _check(cfg: TrainConfig) -> None:
     if cfg.frozen_epochs >= cfg.epochs:
         raise ValueError("frozen_epochs must be fewer than epochs: the backbone would never be tuned")
-    if cfg.batch_size < 2 or cfg.samples_per_epoch < cfg.batch_size:
-        raise ValueError("batch_size must be at least 2 and at most samples_per_epoch")
+    if cfg.batch_size < 2 or cfg.batch_size % 2 or cfg.samples_per_epoch < cfg.batch_size:
+        raise ValueError(
+            "batch_size must be even (batches hold whole real/fake pairs), at most samples_per_epoch"
+        )
     if not 0.0 <= cfg.sbi_share <= 1.0:
         raise ValueError(f"sbi_share must be within [0, 1], got {cfg.sbi_share}")
+
+
+def _build_model(cfg: TrainConfig) -> FrameDetector:
+    """The data are single face crops, so only frame detectors (clip models such as `temporal` take
+    (B, T, 3, H, W) clips) can be trained here."""
+    not_frame_model = f"train_detector trains frame detectors on face crops; {cfg.model!r} is not one"
+    try:
+        model = get_model(cfg.model, input_size=cfg.input_size, channels_last=cfg.channels_last)
+    except ValueError as err:
+        raise ValueError(f"{not_frame_model}: {err}") from err
+    if not isinstance(model, FrameDetector):
+        raise ValueError(not_frame_model)
+    return model
 
 
 def _train_epoch(
     model: Detector,
     loader: DataLoader,
+    bar: tqdm,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     criterion: torch.nn.Module,
     device: str,
     use_amp: bool,
-    desc: str,
-    progress: bool,
 ) -> float:
+    """One pass over the epoch's batches; the bar shows the loss of the last 20."""
     model.train()
     losses = []
-    bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
-    for images, targets in bar:
+    for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            loss = criterion(model(images).logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        losses.append(train_step(model, images, targets, optimizer, criterion, scaler, use_amp))
         scheduler.step()
-        losses.append(loss.item())
+        bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     return round(float(np.mean(losses)), 4)
 
@@ -249,7 +284,7 @@ def _better(metrics: dict[str, float], best: dict[str, Any]) -> bool:
 
 def _settings_key(cfg: TrainConfig) -> str:
     """Checkpoints of different settings never mix: a resume continues only the same run."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "device")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_SETTINGS}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 

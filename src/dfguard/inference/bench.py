@@ -1,0 +1,105 @@
+"""`dfguard bench detect`: the latency of `dfguard detect` on a 10 s 640x360 clip with the model warm,
+split into decode, faces and classification; the classifier's throughput alone; and a table of the
+registered frame detectors (parameters, faces/s on this machine's CPU)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dfguard.faces.crops import read_crop
+from dfguard.faces.frames import read_sampled
+from dfguard.inference.predictor import Predictor
+from dfguard.inference.scoring import score_crops
+from dfguard.media import write_video
+from dfguard.models import get_model
+from dfguard.models.weights import initial_weights_skipped
+
+CLIP_SECONDS, CLIP_FPS = 10, 25
+FRAME_MODELS = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "small_cnn")
+
+
+def make_clip(source: Path, out: Path) -> Path:
+    """A 10 s, 25 fps clip made by playing a corpus clip back and forth (same size, same faces)."""
+    sampled = read_sampled(source, 1000)
+    frames = sampled.frames + sampled.frames[::-1]
+    needed = CLIP_SECONDS * CLIP_FPS
+    looped = [frames[i % len(frames)] for i in range(needed)]
+    write_video(iter(looped), out, fps=CLIP_FPS, crf=23, preset="veryfast")
+    return out
+
+
+def classifier_faces_per_second(model: torch.nn.Module, crops: list[np.ndarray], repeats: int = 3) -> float:
+    score_crops(model, crops[:8])  # warm-up: first calls allocate and pick kernels
+    started = time.perf_counter()
+    for _ in range(repeats):
+        score_crops(model, crops, batch_size=32)
+    return repeats * len(crops) / (time.perf_counter() - started)
+
+
+def run_bench_detect(
+    model_dir: Path, clip_source: Path, faces_dir: Path, out_dir: Path, frames: int = 16
+) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor.load(model_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        clip = make_clip(clip_source, Path(scratch) / "clip10s.mp4")
+        predictor.predict(clip, frames)  # warm: the face detector is built, kernels are chosen
+        runs = [predictor.predict(clip, frames) for _ in range(5)]
+    walls = [sum(r.seconds.values()) for r in runs]
+    split = {
+        stage: statistics.median(r.seconds.get(stage, 0.0) for r in runs)
+        for stage in ("decode", "faces", "classify")
+    }
+    crops = [read_crop(str(p)) for p in sorted(faces_dir.glob("crops/*/*.png"))[:128]]
+    figures: dict[str, Any] = {
+        "clip": f"{CLIP_SECONDS} s, 640x360, {CLIP_FPS} fps; {frames} frames sampled",
+        "torch_threads": torch.get_num_threads(),
+        "detect_seconds_median": round(statistics.median(walls), 3),
+        "detect_seconds_max": round(max(walls), 3),
+        "split_seconds_median": {k: round(v, 3) for k, v in split.items()},
+        "verdict": runs[0].verdict,
+        "classifier_faces_per_s": round(classifier_faces_per_second(predictor.model, crops), 1),
+        "models": _model_table(crops),
+    }
+    (out_dir / "detect.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def _model_table(crops: list[np.ndarray]) -> list[dict[str, Any]]:
+    rows = []
+    for name in FRAME_MODELS:
+        for size in (128, 224):
+            with initial_weights_skipped():  # speed does not depend on the weights' values
+                model = get_model(name, input_size=size).eval()
+            rows.append(
+                {
+                    "model": name,
+                    "input_size": size,
+                    "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                    "faces_per_s": round(classifier_faces_per_second(model, crops[:64], repeats=2), 1),
+                }
+            )
+    return rows
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    split = figures["split_seconds_median"]
+    lines = [
+        f"dfguard detect, {figures['clip']}, model warm, {figures['torch_threads']} torch threads:",
+        f"  wall {figures['detect_seconds_median']:.2f} s median "
+        f"(max {figures['detect_seconds_max']:.2f} s): "
+        f"decode {split['decode']:.2f} s, faces {split['faces']:.2f} s, classify {split['classify']:.2f} s",
+        f"  classifier alone: {figures['classifier_faces_per_s']:.0f} faces/s",
+        "",
+        pd.DataFrame(figures["models"]).to_string(index=False),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""The promotion gate (a pure function of two metric dicts) and the alias moves it allows.
+
+`promote` evaluates the gate for a registered version, records the verdict as tags on it, and on a pass
+makes it the champion (the old champion becomes `previous`); `rollback` swaps champion and previous.
+Both change aliases all-or-nothing: if a step fails half-way, the aliases are put back as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow import MlflowClient
+
+from dfguard.config import PromotionConfig
+from dfguard.registry import (
+    CHALLENGER,
+    CHAMPION,
+    MODEL_NAME,
+    PREVIOUS,
+    alias_transaction,
+    current_aliases,
+    get_version,
+    load,
+    move_alias,
+    version_metrics,
+)
+
+GatePolicy = PromotionConfig  # the gate's thresholds are the `promotion` section of the config
+Verify = Callable[[str], None]  # called with the new champion's version before the change is kept
+TAG_PREFIX = "gate."
+FLOAT_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class GateMetrics:
+    """What the gate compares, from the evaluation's metrics; NaN where the evaluation has no value."""
+
+    video_auc: float
+    video_ece: float
+    method_auc: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reasons: tuple[str, ...]  # one line per check, "pass: ..." or "fail: ...", in the order checked
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    gate: GateResult
+    promoted: bool
+    aliases: dict[str, str]  # the detector's aliases afterwards
+
+
+def gate_metrics(metrics: Mapping[str, Any]) -> GateMetrics:
+    """The one place that knows the layout of the evaluation's `metrics.json`:
+    {"video": {"auc", "ece"}, "by_method": {<method>: {"auc"}}}. Missing values become NaN, which the
+    gate fails on, so a changed layout blocks promotions instead of passing them."""
+    video = metrics.get("video", {})
+    by_method = metrics.get("by_method", {})
+    return GateMetrics(
+        video_auc=_number(video.get("auc")),
+        video_ece=_number(video.get("ece")),
+        method_auc={method: _number(values.get("auc")) for method, values in by_method.items()},
+    )
+
+
+def promotion_gate(
+    challenger_metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any] | None, policy: GatePolicy
+) -> GateResult:
+    """Whether a challenger may replace the champion, with the outcome of every check.
+
+    The challenger fails if its video AUC trails the champion's by more than `auc_tolerance`, if any
+    manipulation method's AUC trails by more than `method_tolerance` (or is missing), or if its video
+    ECE exceeds `max_ece`. With no champion, only its own checks apply.
+    """
+    new = gate_metrics(challenger_metrics)
+    checks = [_ece_check(new.video_ece, policy.max_ece)]
+    if champion_metrics is None:
+        checks.append((not math.isnan(new.video_auc), f"video AUC {new.video_auc:.4f}"))
+        checks.append((True, "no champion yet: the first model is judged on its own checks"))
+    else:
+        old = gate_metrics(champion_metrics)
+        checks.append(_auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance))
+        for method, old_auc in sorted(old.method_auc.items()):
+            new_auc = new.method_auc.get(method, math.nan)
+            checks.append(_auc_check(f"{method} AUC", new_auc, old_auc, policy.method_tolerance))
+        for method in sorted(set(new.method_auc) - set(old.method_auc)):
+            checks.append((True, f"{method} AUC {new.method_auc[method]:.4f}: new method, no champion value"))
+    return GateResult(
+        passed=all(ok for ok, _ in checks),
+        reasons=tuple(f"{'pass' if ok else 'fail'}: {text}" for ok, text in checks),
+    )
+
+
+def promote(
+    client: MlflowClient,
+    version: str | int,
+    policy: GatePolicy,
+    *,
+    force: bool = False,
+    verify: Verify | None = None,
+) -> Promotion:
+    """Gate registered `version` against the champion, tag it with the verdict, and on a pass (or with
+    `force`) make it the champion and the old champion `previous`.
+
+    `verify` (e.g. `loadable`) runs once the aliases have moved; if it or any step raises, the aliases
+    are restored and the error propagates. The verdict tags stay: they record that the gate ran.
+    """
+    candidate = get_version(client, version)
+    number = str(candidate.version)
+    before = current_aliases(client)
+    champion = before.get(CHAMPION)
+    if champion == number:
+        raise ValueError(f"version {number} is already the champion")
+    champion_metrics = version_metrics(client, get_version(client, champion)) if champion else None
+    gate = promotion_gate(version_metrics(client, candidate), champion_metrics, policy)
+    tags = {
+        "passed": str(gate.passed).lower(),
+        "reasons": "\n".join(gate.reasons),
+        "champion": champion or "none",
+        "policy": json.dumps(asdict(policy), sort_keys=True),
+        "checked_at": _now(),
+        "forced": str(force and not gate.passed).lower(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, number, TAG_PREFIX + key, value)
+    if not (gate.passed or force):
+        return Promotion(number, gate, promoted=False, aliases=before)
+    with alias_transaction(client):
+        if champion is not None:
+            move_alias(client, PREVIOUS, champion)
+        move_alias(client, CHAMPION, number)
+        if before.get(CHALLENGER) == number:
+            move_alias(client, CHALLENGER, None)  # no longer waiting for the gate
+        if verify is not None:
+            verify(number)
+        client.set_model_version_tag(MODEL_NAME, number, "promoted_at", _now())
+    return Promotion(number, gate, promoted=True, aliases=current_aliases(client))
+
+
+def rollback(client: MlflowClient, verify: Verify | None = None) -> dict[str, str]:
+    """Make `previous` the champion again and the demoted champion `previous`, all-or-nothing (see
+    `promote`); returns the aliases afterwards."""
+    before = current_aliases(client)
+    restored, demoted = before.get(PREVIOUS), before.get(CHAMPION)
+    if restored is None:
+        raise ValueError("there is no previous champion to roll back to")
+    with alias_transaction(client):
+        move_alias(client, CHAMPION, restored)
+        move_alias(client, PREVIOUS, demoted)
+        if verify is not None:
+            verify(restored)
+        if demoted is not None:
+            client.set_model_version_tag(MODEL_NAME, demoted, "rolled_back_at", _now())
+    return current_aliases(client)
+
+
+def loadable(client: MlflowClient) -> Verify:
+    """A `verify` step: the new champion's files download and rebuild into a detector, so serving
+    never gets a champion it cannot load."""
+    from dfguard.models.io import load_detector  # torch: only when a promotion actually verifies
+
+    def check(version: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="dfguard-verify-") as tmp:
+            load_detector(load(client, f"models:/{MODEL_NAME}/{version}", tmp))
+
+    return check
+
+
+def _auc_check(label: str, new: float, old: float, tolerance: float) -> tuple[bool, str]:
+    if math.isnan(old):
+        return False, f"{label}: the champion has no value to compare with"
+    if math.isnan(new):
+        return False, f"{label} is missing (champion {old:.4f})"
+    drop = old - new
+    verdict = f"{label} {new:.4f} vs champion {old:.4f} (change {-drop:+.4f}, tolerance {tolerance:.4f})"
+    # A drop of exactly the tolerance passes: without the epsilon, 0.9 - 0.895 (> 0.005 in binary) fails.
+    return drop <= tolerance + FLOAT_SLACK, verdict
+
+
+def _ece_check(ece: float, max_ece: float) -> tuple[bool, str]:
+    if math.isnan(ece):
+        return False, "video ECE is missing"
+    return ece <= max_ece, f"video ECE {ece:.4f} (max {max_ece:.4f})"
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

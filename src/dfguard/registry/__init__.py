@@ -1,0 +1,49 @@
+"""MLflow tracking and model registry: one store, runs with lineage, versions with aliases, one `load`.
+
+Typical use, from a flow or the CLI:
+
+    client = configure(cfg.registry)
+    lineage = collect_lineage(model_dir, cfg.train.faces_dir, flow_run_id=...)
+    run_id = log_model_run(client, model_dir, params=..., resolved_config=..., metrics=..., lineage=lineage)
+    version = register(client, run_id, lineage)  # a ModelVersion, now the challenger
+    promote(client, version.version, cfg.promotion)  # dfguard.promotion: the gate, then the aliases
+    folder = load(client, "models:/dfguard-detector@champion")  # then dfguard.models.load_detector(folder)
+"""
+
+from dfguard.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    alias_transaction,
+    current_aliases,
+    move_alias,
+)
+from dfguard.registry.lineage import Lineage, collect_lineage, git_state, model_contract
+from dfguard.registry.loading import load
+from dfguard.registry.runs import METRICS_ARTIFACT, MODEL_ARTIFACT, log_model_run
+from dfguard.registry.store import MODEL_NAME, configure, embedded_uri
+from dfguard.registry.versions import get_version, list_versions, register, version_metrics
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "METRICS_ARTIFACT",
+    "MODEL_ARTIFACT",
+    "MODEL_NAME",
+    "PREVIOUS",
+    "Lineage",
+    "alias_transaction",
+    "collect_lineage",
+    "configure",
+    "current_aliases",
+    "embedded_uri",
+    "get_version",
+    "git_state",
+    "list_versions",
+    "load",
+    "log_model_run",
+    "model_contract",
+    "move_alias",
+    "register",
+    "version_metrics",
+]

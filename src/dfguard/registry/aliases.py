@@ -1,0 +1,64 @@
+"""The detector's aliases and all-or-nothing changes to them.
+
+Registry stages are deprecated: aliases name the roles. `challenger` is the newest registered version
+waiting for the gate, `champion` the one served, `previous` the champion before it (what a rollback
+returns to).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dfguard.registry.store import MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+
+
+def current_aliases(client: MlflowClient) -> dict[str, str]:
+    """Alias -> version number, for every alias of the detector (empty before the first registration)."""
+    try:
+        model = client.get_registered_model(MODEL_NAME)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def move_alias(client: MlflowClient, alias: str, version: str | None) -> None:
+    """Point `alias` at `version`, or remove it when `version` is None."""
+    if version is None:
+        client.delete_registered_model_alias(MODEL_NAME, alias)
+    else:
+        client.set_registered_model_alias(MODEL_NAME, alias, version)
+
+
+@contextmanager
+def alias_transaction(client: MlflowClient) -> Iterator[None]:
+    """Aliases as they are on entry are put back if the block raises, so a change of roles that fails
+    half-way (the store going away, a verification failing) leaves no version half-promoted.
+
+    MLflow has no multi-alias transaction; this is compensation, which assumes no one else moves the
+    detector's aliases at the same moment.
+    """
+    before = current_aliases(client)
+    try:
+        yield
+    except BaseException:
+        _restore(client, before)
+        raise
+
+
+def _restore(client: MlflowClient, before: dict[str, str]) -> None:
+    now = current_aliases(client)
+    for alias in sorted(set(before) | set(now)):
+        if before.get(alias) != now.get(alias):
+            log.warning("restoring alias %s -> %s", alias, before.get(alias, "(none)"))
+            move_alias(client, alias, before.get(alias))

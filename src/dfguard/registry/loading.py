@@ -1,0 +1,54 @@
+"""The single way every consumer (evaluation, service, dashboard, flows) gets a model folder."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dfguard.registry.model_files import require_saved_model
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))/?$")
+
+
+def load(client: MlflowClient, uri: str | Path, dst_dir: str | Path | None = None) -> Path:
+    """The local model folder `uri` names, downloaded under `dst_dir` (a new temporary folder by default,
+    which the caller owns); pass the result to `dfguard.models.load_detector`.
+
+    `uri` is `models:/<name>@<alias>`, `models:/<name>/<version>`, `runs:/<run id>/<path>` or a local
+    model folder (returned as it is).
+    """
+    text = str(uri)
+    if not text.startswith(("models:/", "runs:/")):
+        return require_saved_model(Path(text))
+    if text.startswith("models:/"):
+        text = _download_uri(client, text)
+    destination = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="dfguard-model-"))
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=text, dst_path=str(destination), tracking_uri=client.tracking_uri
+        )
+    except MlflowException as err:
+        raise ValueError(f"cannot download {uri}: {err.message}") from err
+    return require_saved_model(Path(local))
+
+
+def _download_uri(client: MlflowClient, uri: str) -> str:
+    """Where a registered version's files are; resolved with `client`, where MLflow's own resolution of
+    `models:/` would use the process-wide registry URI."""
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"]).version
+        else:
+            version = match["version"]
+        return client.get_model_version_download_uri(name, version)
+    except MlflowException as err:
+        raise ValueError(f"{uri}: {err.message}") from err

@@ -1,0 +1,184 @@
+"""The promotion gate as a pure function, and promotion/rollback on a real sqlite registry: aliases move
+as the roles say, verdicts are tagged, and a failure half-way leaves the aliases as they were."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from registry_helpers import evaluation, migrated_store, register_tiny, save_tiny_model, store_from
+
+from dfguard.config import PromotionConfig
+from dfguard.promotion import GatePolicy, gate_metrics, loadable, promote, promotion_gate, rollback
+from dfguard.registry import CHALLENGER, CHAMPION, PREVIOUS, current_aliases, get_version
+
+POLICY = GatePolicy(auc_tolerance=0.005, method_tolerance=0.02, max_ece=0.1)
+
+
+def _failed(reasons: tuple[str, ...]) -> list[str]:
+    return [reason for reason in reasons if reason.startswith("fail")]
+
+
+def test_gate_policy_is_the_promotion_config() -> None:
+    assert GatePolicy is PromotionConfig
+
+
+def test_first_model_passes_on_its_own_checks() -> None:
+    result = promotion_gate(evaluation(0.7), None, POLICY)
+    assert result.passed
+    assert any("no champion yet" in reason for reason in result.reasons)
+
+
+def test_better_or_slightly_worse_challenger_passes() -> None:
+    assert promotion_gate(evaluation(0.93), evaluation(0.90), POLICY).passed
+    # exactly the tolerance below the champion still passes (0.9 - 0.895 is not 0.005 in binary)
+    result = promotion_gate(evaluation(0.895, FaceSwap=0.88), evaluation(0.90, FaceSwap=0.90), POLICY)
+    assert result.passed, result.reasons
+    assert len(result.reasons) == 3  # ECE, video AUC, FaceSwap AUC
+
+
+def test_video_auc_regression_fails() -> None:
+    result = promotion_gate(evaluation(0.89), evaluation(0.90), POLICY)
+    assert not result.passed
+    assert len(_failed(result.reasons)) == 1
+    assert "video AUC 0.8900 vs champion 0.9000" in _failed(result.reasons)[0]
+
+
+def test_one_method_regressing_fails_even_when_video_auc_improves() -> None:
+    challenger = evaluation(0.95, FaceSwap=0.97, SelfBlend=0.85, NeuralTextures=0.6)
+    champion = evaluation(0.90, FaceSwap=0.90, SelfBlend=0.90)
+    result = promotion_gate(challenger, champion, POLICY)
+    assert not result.passed
+    assert [reason.split(" ")[1] for reason in _failed(result.reasons)] == ["SelfBlend"]
+    assert any("NeuralTextures AUC 0.6000: new method" in reason for reason in result.reasons)
+
+
+def test_a_method_the_challenger_was_not_evaluated_on_fails() -> None:
+    result = promotion_gate(
+        evaluation(0.95, FaceSwap=0.95), evaluation(0.9, FaceSwap=0.9, SelfBlend=0.9), POLICY
+    )
+    assert _failed(result.reasons) == ["fail: SelfBlend AUC is missing (champion 0.9000)"]
+
+
+def test_ece_over_the_bound_fails_with_or_without_champion() -> None:
+    for champion in (None, evaluation(0.8)):
+        result = promotion_gate(evaluation(0.95, ece=0.12), champion, POLICY)
+        assert _failed(result.reasons) == ["fail: video ECE 0.1200 (max 0.1000)"]
+
+
+def test_metrics_in_another_layout_fail_instead_of_passing() -> None:
+    flat = {"video_auc": 0.99, "ece": 0.01}
+    assert math.isnan(gate_metrics(flat).video_auc)
+    result = promotion_gate(flat, None, POLICY)
+    assert not result.passed
+    assert len(_failed(result.reasons)) == 2  # no ECE, no video AUC
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_store(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "detector")
+
+
+@pytest.fixture
+def client(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    return store_from(template_db, tmp_path / "mlflow", monkeypatch)[0]
+
+
+def test_promotions_move_champion_and_previous(client: MlflowClient, model_dir: Path) -> None:
+    first = register_tiny(client, model_dir, evaluation(0.90))
+    outcome = promote(client, first, POLICY, verify=loadable(client))
+    assert outcome.promoted and outcome.aliases == {CHAMPION: first}  # the challenger alias is used up
+    tags = get_version(client, first).tags
+    assert tags["gate.passed"] == "true" and tags["gate.champion"] == "none" and "promoted_at" in tags
+
+    second = register_tiny(client, model_dir, evaluation(0.92))
+    outcome = promote(client, CHALLENGER, POLICY, verify=loadable(client))
+    assert outcome.version == second
+    assert current_aliases(client) == {CHAMPION: second, PREVIOUS: first}
+    assert get_version(client, second).tags["gate.champion"] == first
+
+    third = register_tiny(client, model_dir, evaluation(0.95))
+    promote(client, third, POLICY)
+    assert current_aliases(client) == {CHAMPION: third, PREVIOUS: second}
+
+
+def test_a_failing_gate_changes_no_alias_unless_forced(client: MlflowClient, model_dir: Path) -> None:
+    champion = register_tiny(client, model_dir, evaluation(0.90))
+    promote(client, champion, POLICY)
+    worse = register_tiny(client, model_dir, evaluation(0.80))
+    outcome = promote(client, worse, POLICY)
+    assert not outcome.promoted
+    assert current_aliases(client) == {CHAMPION: champion, CHALLENGER: worse}
+    tags = get_version(client, worse).tags
+    assert tags["gate.passed"] == "false" and tags["gate.forced"] == "false"
+    assert "fail: video AUC 0.8000 vs champion 0.9000" in tags["gate.reasons"]
+
+    assert promote(client, worse, POLICY, force=True).promoted
+    assert current_aliases(client) == {CHAMPION: worse, PREVIOUS: champion}
+    assert get_version(client, worse).tags["gate.forced"] == "true"
+    with pytest.raises(ValueError, match="already the champion"):
+        promote(client, worse, POLICY)
+
+
+def test_rollback_swaps_champion_and_previous(client: MlflowClient, model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="no previous champion"):
+        rollback(client)
+    first = register_tiny(client, model_dir, evaluation(0.90))
+    promote(client, first, POLICY)
+    with pytest.raises(ValueError, match="no previous champion"):
+        rollback(client)
+    second = register_tiny(client, model_dir, evaluation(0.91))
+    promote(client, second, POLICY)
+    assert rollback(client, verify=loadable(client)) == {CHAMPION: first, PREVIOUS: second}
+    assert "rolled_back_at" in get_version(client, second).tags
+    assert rollback(client) == {CHAMPION: second, PREVIOUS: first}
+
+
+def test_a_champion_that_cannot_load_is_not_promoted(client: MlflowClient, model_dir: Path) -> None:
+    old = register_tiny(client, model_dir, evaluation(0.90))
+    promote(client, old, POLICY)
+    broken = register_tiny(client, model_dir, evaluation(0.95))
+    # Its weights lost from the artifact store after registration: the gate passes, loading fails.
+    weights = Path(
+        client.get_run(get_version(client, broken).run_id).info.artifact_uri.removeprefix("file://")
+    )
+    (weights / "model" / "model.safetensors").unlink()
+    before = current_aliases(client)
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+        promote(client, broken, POLICY, verify=loadable(client))
+    assert current_aliases(client) == before == {CHAMPION: old, CHALLENGER: broken}
+    assert "promoted_at" not in get_version(client, broken).tags
+
+
+def test_a_failure_half_way_through_rollback_or_promote_restores_every_alias(
+    client: MlflowClient, model_dir: Path
+) -> None:
+    first = register_tiny(client, model_dir, evaluation(0.90))
+    promote(client, first, POLICY)
+    second = register_tiny(client, model_dir, evaluation(0.91))
+    promote(client, second, POLICY)
+    third = register_tiny(client, model_dir, evaluation(0.50))  # waits as the challenger
+    before = current_aliases(client)
+    assert before == {CHAMPION: second, PREVIOUS: first, CHALLENGER: third}
+    seen = []
+
+    def smoke_test(version: str) -> None:
+        seen.append((version, current_aliases(client)))
+        raise RuntimeError("smoke test failed")
+
+    with pytest.raises(RuntimeError, match="smoke test failed"):
+        rollback(client, verify=smoke_test)
+    assert seen == [(first, {CHAMPION: first, PREVIOUS: second, CHALLENGER: third})]  # it had moved
+    assert current_aliases(client) == before
+    with pytest.raises(RuntimeError, match="smoke test failed"):
+        promote(client, third, POLICY, force=True, verify=smoke_test)
+    assert seen[1] == (third, {CHAMPION: third, PREVIOUS: second})  # moved, challenger used up
+    assert current_aliases(client) == before
+    assert "promoted_at" not in get_version(client, third).tags
