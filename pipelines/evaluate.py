@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from dfguard.config import PARAMS_FILE, load_config
 from dfguard.evaluation.run import run_evaluate
 from dfguard.registry import configure, load
-from dfguard.registry.runs import flatten
+from dfguard.registry.runs import log_metrics
 from dfguard.registry.store import experiment_id
 from dfguard.versioning import output_hash
 
@@ -45,13 +45,7 @@ def evaluate_flow(
         run_name=f"evaluate {model_uri} on {split}",
         tags={"dfguard.kind": "evaluation", "dfguard.model_uri": model_uri, "dfguard.dataset_hash": dataset},
     )
-    numbers = {
-        k: v
-        for k, v in flatten(result.metrics).items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    for key, value in numbers.items():
-        client.log_metric(run.info.run_id, key.replace("/", "_"), float(value))
+    log_metrics(client, run.info.run_id, result.metrics)
     client.log_artifacts(run.info.run_id, str(out_dir), "evaluation")
     client.set_terminated(run.info.run_id)
     logger.info("%s on %s/%s: video AUC %s", model_uri, faces_dir, split, result.metrics["video"]["auc"])

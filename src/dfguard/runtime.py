@@ -19,6 +19,8 @@ TELEMETRY_OFF: dict[str, str] = {
     "DVC_NO_ANALYTICS": "1",
     "HF_HUB_OFFLINE": "1",
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    # Not telemetry, but console noise: MLflow draws a progress bar for every artifact download.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

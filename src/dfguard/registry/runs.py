@@ -54,8 +54,7 @@ def log_model_run(
     try:
         for batch in _batches(_params(params), MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(run_id, params=batch)
-        for batch in _batches(_metrics(metrics), MAX_METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=batch)
+        log_metrics(client, run_id, metrics)
         client.log_dict(run_id, dict(resolved_config), RESOLVED_CONFIG_NAME)
         client.log_dict(run_id, dict(metrics), METRICS_ARTIFACT)
         client.log_dict(run_id, lineage.contract, CONTRACT_ARTIFACT)
@@ -71,6 +70,12 @@ def log_model_run(
         raise
     client.set_terminated(run_id)
     return run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any]) -> None:
+    """Log the numbers of a nested metrics dict under dotted names (other values are left out)."""
+    for batch in _batches(_metrics(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch)
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
