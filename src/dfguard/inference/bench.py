@@ -49,6 +49,7 @@ def run_bench_detect(
     model_dir: Path, clip_source: Path, faces_dir: Path, out_dir: Path, frames: int = 16
 ) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # the predictor's own policy (one thread per request), for every figure
     predictor = Predictor.load(model_dir)
     with tempfile.TemporaryDirectory() as scratch:
         clip = make_clip(clip_source, Path(scratch) / "clip10s.mp4")
