@@ -1,0 +1,96 @@
+"""Training draws on a tiny face dataset made here: real/fake pairs, class balance, self-blend share,
+SBI-only mode, fakes paired with their original frame, reproducible augmented samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dfguard.config import TrainConfig
+from dfguard.training.data import (
+    DATASET_FAKE,
+    NO_PARTNER,
+    REAL,
+    SELF_BLEND,
+    TrainingFaces,
+    epoch_draws,
+    load_faces,
+    real_partners,
+)
+from dfguard.transforms import AugmentConfig, Preset
+
+
+@pytest.fixture
+def faces_dir(tmp_path: Path, face_dataset) -> Path:
+    return face_dataset(tmp_path / "faces", videos_per_split=6, frames=3)
+
+
+def _manifest(faces_dir: Path, tmp_path: Path) -> Path:
+    """Each fake video `<split><v>` was made from the real video `<split><v-1>` (its original)."""
+    faces = pd.read_parquet(faces_dir / "faces.parquet").drop_duplicates("video_id")
+    rows = []
+    for video_id, label in zip(faces["video_id"], faces["label"], strict=True):
+        original = f"{video_id[:-1]}{int(video_id[-1]) - 1}.mp4" if label == "fake" else None
+        rows.append({"video_id": video_id, "path": f"{video_id}.mp4", "original_path": original})
+    path = tmp_path / "manifest.parquet"
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+def test_fakes_are_paired_with_the_same_frame_of_their_original(faces_dir: Path, tmp_path: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    partners = real_partners(faces, _manifest(faces_dir, tmp_path))
+    for row, partner in enumerate(partners):
+        if faces.target[row] == 0:
+            assert partner == NO_PARTNER
+            continue
+        fake_video = faces.video_id[row]
+        assert faces.video_id[partner] == f"train{int(fake_video[-1]) - 1}"
+        assert faces.frame[partner] == faces.frame[row] and faces.target[partner] == 0
+    assert (real_partners(faces, "") == NO_PARTNER).all(), "no manifest: no known originals"
+
+
+def test_draws_are_balanced_pairs_and_sbi_only_uses_no_dataset_fakes(faces_dir: Path, tmp_path: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    partners = real_partners(faces, _manifest(faces_dir, tmp_path))
+    cfg = TrainConfig(samples_per_epoch=400, sbi_share=0.5)
+    draws = epoch_draws(faces, partners, cfg, epoch=0)
+    kinds = np.array([kind for kind, _ in draws])
+    assert len(draws) == 400 and (kinds[0::2] == REAL).all() and (kinds[1::2] != REAL).all()
+    assert 60 < (kinds == SELF_BLEND).sum() < 140, "about half the fakes are self-blends"
+    for (_, real), (kind, fake) in zip(draws[0::2], draws[1::2], strict=True):
+        assert faces.target[real] == 0 and kind in (SELF_BLEND, DATASET_FAKE)
+        assert fake == real if kind == SELF_BLEND else fake != real and partners[fake] == real
+    sbi_only = epoch_draws(faces, partners, TrainConfig(samples_per_epoch=400, use_dataset_fakes=False), 0)
+    assert {kind for kind, _ in sbi_only} == {REAL, SELF_BLEND}
+    assert epoch_draws(faces, partners, cfg, 3) == epoch_draws(faces, partners, cfg, 3)
+    assert epoch_draws(faces, partners, cfg, 3) != epoch_draws(faces, partners, cfg, 4)
+
+
+def test_no_real_faces_or_no_fakes_at_all_are_refused(faces_dir: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    partners = np.full(len(faces), NO_PARTNER)
+    only_fakes = faces[faces.target == 1].reset_index(drop=True)
+    with pytest.raises(ValueError, match="no real faces"):
+        epoch_draws(only_fakes, partners[: len(only_fakes)], TrainConfig(), 0)
+    only_reals = faces[faces.target == 0].reset_index(drop=True)
+    with pytest.raises(ValueError, match="no fakes"):
+        epoch_draws(only_reals, partners[: len(only_reals)], TrainConfig(sbi=False), 0)
+
+
+def test_pairs_share_their_augmentation_and_samples_are_reproducible(faces_dir: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    cfg = TrainConfig(samples_per_epoch=64, use_dataset_fakes=False)
+    # Flips only: a self-blend's pixels outside the face are its real partner's, so with the same flip
+    # the two images agree on the crop's border and differ inside it.
+    flips = AugmentConfig(p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
+    dataset = TrainingFaces(faces, np.full(len(faces), NO_PARTNER), cfg, Preset(48), flips, margin=1.3)
+    for pair in range(8):
+        (real, real_target), (fake, fake_target) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
+        assert (real_target, fake_target) == (0.0, 1.0)
+        assert torch.equal(real[:, :4], fake[:, :4]) and not torch.equal(real, fake)
+    assert torch.equal(dataset[(2, 5)][0], dataset[(2, 5)][0])

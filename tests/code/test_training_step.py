@@ -1,0 +1,70 @@
+"""One optimisation step on every registered detector, fed real training samples; and the focal loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from dfguard.config import TrainConfig
+from dfguard.models import get_model, list_models
+from dfguard.training.data import NO_PARTNER, TrainingFaces, load_faces
+from dfguard.training.losses import FocalLoss, loss_function
+from dfguard.training.step import train_step
+from dfguard.transforms import AugmentConfig
+
+SIZE = 32
+SMALL = {"name": "small_cnn", "kwargs": {"input_size": SIZE, "widths": [8, 16]}}
+# Every registered model, built small and without its ImageNet weights (a step moves any weights); a
+# model registered later must be added here to be tested.
+MODELS: dict[str, dict[str, Any]] = {
+    "efficientnet_lite0": {"input_size": SIZE, "pretrained": False},
+    "mobilenet_v2": {"input_size": SIZE, "pretrained": False},
+    "resnet50": {"input_size": SIZE},
+    "small_cnn": SMALL["kwargs"],
+    "temporal": {"frame_model": SMALL, "pooling": "attention", "hidden": 8},
+    "ensemble": {
+        "members": [SMALL, {"name": "mobilenet_v2", "kwargs": {"input_size": SIZE, "pretrained": False}}]
+    },
+}
+CLIP_FRAMES = 3
+
+
+def test_the_step_test_covers_every_registered_model() -> None:
+    assert set(MODELS) == set(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_training_step_gives_a_finite_loss_and_moves_backbone_and_head(
+    name: str, tmp_path: Path, face_dataset
+) -> None:
+    torch.manual_seed(0)
+    model = get_model(name, **MODELS[name])
+    faces = load_faces(face_dataset(tmp_path / "faces"), "train")
+    cfg = TrainConfig(samples_per_epoch=2 * CLIP_FRAMES * 2)
+    samples = TrainingFaces(faces, np.full(len(faces), NO_PARTNER), cfg, model.preset, AugmentConfig(), 1.3)
+    images, targets = zip(*(samples[(0, i)] for i in range(len(samples))), strict=True)
+    inputs, labels = torch.stack(images), torch.stack(targets)
+    if name == "temporal":  # clips of consecutive samples: real, fake, real -> then fake, real, fake
+        inputs, labels = inputs.view(-1, CLIP_FRAMES, 3, SIZE, SIZE), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    loss = train_step(model.train(), inputs, labels, optimizer, loss_function("bce"), scaler)
+    assert np.isfinite(loss) and loss > 0
+    after = model.state_dict()
+    for part in ("backbone.", "head."):
+        moved = [k for k in before if k.startswith(part) and not torch.equal(before[k], after[k])]
+        assert moved, f"{name}: no {part[:-1]} weight changed"
+
+
+def test_focal_loss_weights_hard_examples_more() -> None:
+    focal, targets = FocalLoss(2.0), torch.tensor([1.0])
+    easy, hard = focal(torch.tensor([4.0]), targets), focal(torch.tensor([-1.0]), targets)
+    bce = torch.nn.BCEWithLogitsLoss()
+    assert hard / easy > bce(torch.tensor([-1.0]), targets) / bce(torch.tensor([4.0]), targets)
+    with pytest.raises(ValueError, match="loss"):
+        loss_function("hinge")
