@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="the main job: fetch sources, run the DVC stages, push")
+    run = commands.add_parser("run", help="the main job: fetch sources, run the pipeline flow")
     run.set_defaults(func=_cmd_run)
 
     corpus = commands.add_parser("corpus", help="the demo corpus").add_subparsers(

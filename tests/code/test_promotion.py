@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from registry_helpers import evaluation, migrated_store, register_tiny, save_tiny_model, store_from
+from registry_helpers import evaluation, register_tiny, store_from
 
 from dfguard.config import PromotionConfig
 from dfguard.promotion import GatePolicy, gate_metrics, loadable, promote, promotion_gate, rollback
@@ -74,16 +74,6 @@ def test_metrics_in_another_layout_fail_instead_of_passing() -> None:
     result = promotion_gate(flat, None, POLICY)
     assert not result.passed
     assert len(_failed(result.reasons)) == 2  # no ECE, no video AUC
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory.mktemp("template"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "detector")
 
 
 @pytest.fixture

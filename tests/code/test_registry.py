@@ -13,7 +13,6 @@ from mlflow import MlflowClient
 from registry_helpers import (
     TINY_INPUT_PX,
     evaluation,
-    migrated_store,
     register_tiny,
     save_tiny_model,
     store_from,
@@ -36,16 +35,6 @@ from dfguard.registry import (
     move_alias,
     register,
 )
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory.mktemp("template"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "detector")
 
 
 @pytest.fixture

@@ -14,22 +14,12 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from registry_helpers import evaluation, migrated_store, register_tiny, save_tiny_model, store_from
+from registry_helpers import evaluation, register_tiny, store_from
 
 from dfguard.cli import main
 from dfguard.config import RegistryConfig
 from dfguard.registry import CHALLENGER, CHAMPION, PREVIOUS, current_aliases
 from dfguard.servers import Server, project_servers, run_servers
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrated_store(tmp_path_factory.mktemp("template"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "detector")
 
 
 @pytest.fixture
