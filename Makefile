@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow lint bench-extract
+.PHONY: install run test test-slow lint bench-extract bench-detect
 
 install: $(STAMP)
 
@@ -48,3 +48,7 @@ $(BENCH_STAMP): $(STAMP)
 # Face extraction against a dlib pipeline and the decode floor, on the demo corpus (run `make run` first).
 bench-extract: $(BENCH_STAMP)
 	$(BIN)/dfguard bench extract
+
+# `dfguard detect` latency on a 10 s clip and the detectors' speed table (run `make run` first).
+bench-detect: $(STAMP)
+	$(BIN)/dfguard bench detect
