@@ -80,16 +80,23 @@ def promotion_gate(
 
     The challenger fails if its video AUC trails the champion's by more than `auc_tolerance`, if any
     manipulation method's AUC trails by more than `method_tolerance` (or is missing), or if its video
-    ECE exceeds `max_ece`. With no champion, only its own checks apply.
+    ECE exceeds `max_ece`. With no champion, the first model promotes itself once it has been evaluated
+    (a video AUC): serving some model beats serving none, and its ECE is reported, not enforced.
     """
     new = gate_metrics(challenger_metrics)
-    checks = [_ece_check(new.video_ece, policy.max_ece)]
     if champion_metrics is None:
-        checks.append((not math.isnan(new.video_auc), f"video AUC {new.video_auc:.4f}"))
-        checks.append((True, "no champion yet: the first model is judged on its own checks"))
+        ece_ok, ece_text = _ece_check(new.video_ece, policy.max_ece)
+        checks = [
+            (not math.isnan(new.video_auc), f"video AUC {new.video_auc:.4f}"),
+            (True, ece_text if ece_ok else f"{ece_text}: reported only, the first model has no bar to clear"),
+            (True, "no champion yet: the first model promotes itself"),
+        ]
     else:
         old = gate_metrics(champion_metrics)
-        checks.append(_auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance))
+        checks = [
+            _ece_check(new.video_ece, policy.max_ece),
+            _auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance),
+        ]
         for method, old_auc in sorted(old.method_auc.items()):
             new_auc = new.method_auc.get(method, math.nan)
             checks.append(_auc_check(f"{method} AUC", new_auc, old_auc, policy.method_tolerance))

@@ -25,10 +25,14 @@ def test_gate_policy_is_the_promotion_config() -> None:
     assert GatePolicy is PromotionConfig
 
 
-def test_first_model_passes_on_its_own_checks() -> None:
+def test_first_model_promotes_itself_once_evaluated() -> None:
     result = promotion_gate(evaluation(0.7), None, POLICY)
     assert result.passed
     assert any("no champion yet" in reason for reason in result.reasons)
+    over_bound = promotion_gate(evaluation(0.7, ece=0.3), None, POLICY)
+    assert over_bound.passed and any("reported only" in reason for reason in over_bound.reasons)
+    unevaluated = promotion_gate({}, None, POLICY)
+    assert not unevaluated.passed, "a model without a video AUC was never evaluated"
 
 
 def test_better_or_slightly_worse_challenger_passes() -> None:
@@ -62,18 +66,18 @@ def test_a_method_the_challenger_was_not_evaluated_on_fails() -> None:
     assert _failed(result.reasons) == ["fail: SelfBlend AUC is missing (champion 0.9000)"]
 
 
-def test_ece_over_the_bound_fails_with_or_without_champion() -> None:
-    for champion in (None, evaluation(0.8)):
-        result = promotion_gate(evaluation(0.95, ece=0.12), champion, POLICY)
-        assert _failed(result.reasons) == ["fail: video ECE 0.1200 (max 0.1000)"]
+def test_ece_over_the_bound_fails_against_a_champion() -> None:
+    result = promotion_gate(evaluation(0.95, ece=0.12), evaluation(0.8), POLICY)
+    assert _failed(result.reasons) == ["fail: video ECE 0.1200 (max 0.1000)"]
 
 
 def test_metrics_in_another_layout_fail_instead_of_passing() -> None:
     flat = {"video_auc": 0.99, "ece": 0.01}
     assert math.isnan(gate_metrics(flat).video_auc)
     result = promotion_gate(flat, None, POLICY)
-    assert not result.passed
-    assert len(_failed(result.reasons)) == 2  # no ECE, no video AUC
+    assert not result.passed and len(_failed(result.reasons)) == 1  # no video AUC
+    against_champion = promotion_gate(flat, evaluation(0.8), POLICY)
+    assert len(_failed(against_champion.reasons)) == 4  # no ECE, no video AUC, no per-method AUCs
 
 
 @pytest.fixture
