@@ -4,11 +4,13 @@ every data and model version pushed to the DVC remote. Returns each flow's wall 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from dfguard.config import PARAMS_FILE
+from dfguard.config import PARAMS_FILE, load_config
+from dfguard.registry import CHAMPION, configure, get_version
 from dfguard.versioning import push
 from pipelines.extract import extract_flow
 from pipelines.promote import promote_flow
@@ -26,14 +28,12 @@ def pipeline_flow(params_path: str = str(PARAMS_FILE)) -> dict[str, Any]:
     trained = train_flow(params_path=params_path)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
+    # A model registered by an earlier run whose gate failed is gated again (the champion may have
+    # changed since); only the reigning champion is left alone.
     promotion = (
-        promote_flow(version=trained["version"], params_path=params_path)
-        if trained["registered"]
-        else {
-            "version": trained["version"],
-            "promoted": False,
-            "reasons": ["already registered: no new model"],
-        }
+        {"version": trained["version"], "promoted": False, "reasons": ["already the champion"]}
+        if _is_champion(trained["version"], params_path)
+        else promote_flow(version=trained["version"], params_path=params_path)
     )
     seconds["promote"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -42,3 +42,8 @@ def pipeline_flow(params_path: str = str(PARAMS_FILE)) -> dict[str, Any]:
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     logger.info("pipeline done in %.0f s: %s", sum(seconds.values()), seconds)
     return {"extract": extracted, "train": trained, "promote": promotion, "seconds": seconds}
+
+
+def _is_champion(version: str, params_path: str) -> bool:
+    client = configure(load_config(Path(params_path)).registry)
+    return CHAMPION in get_version(client, version).aliases

@@ -211,7 +211,8 @@ def _print_pipeline(result: dict, cfg: Config) -> None:
     promotion = result["promote"]
     print(
         f"\nPipeline: model version {result['train']['version']} "
-        f"({'promoted to champion' if promotion['promoted'] else 'not promoted'}); wall time by flow (s): "
+        f"({'newly registered' if result['train']['registered'] else 'already registered'}, "
+        f"{'promoted to champion' if promotion['promoted'] else 'not promoted'}); wall time by flow (s): "
         f"{result['seconds']}"
     )
     for reason in promotion["reasons"]:

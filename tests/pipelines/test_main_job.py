@@ -101,7 +101,7 @@ def test_second_run_with_nothing_changed_does_nothing(project: Path) -> None:
     output = _run([DFGUARD, "run"], project)
     assert (_mtime(corpus_index), _mtime(manifest)) == before
     assert "Running stage" not in output.stdout + output.stderr
-    assert "not promoted" in output.stdout and "already registered" in output.stdout
+    assert "already registered" in output.stdout and "already the champion" in output.stdout
 
 
 def test_changed_ingest_param_reruns_only_ingest(project: Path) -> None:

@@ -94,6 +94,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     y, p = videos["target"].to_numpy(), videos["probability"].to_numpy()
+    decided = (videos["verdict"] != "UNCERTAIN").to_numpy()
     metrics = {
         "split": cfg.split,
         "model": predictor.identity,
@@ -101,7 +102,11 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         "video_uncalibrated": _clean(summary_metrics(y, expit(videos["logit"].to_numpy()), 0.5)),
         "frame": _clean(summary_metrics(frames["target"], frames["probability"], threshold)),
         "confusion_matrix": {"rows_true_cols_predicted": confusion_matrix(y, p, threshold).tolist()},
-        "uncertain_fraction": float(np.mean(videos["verdict"] == "UNCERTAIN")),
+        "uncertain_fraction": float(np.mean(~decided)),
+        # What the UNCERTAIN band buys: accuracy on the videos that do get a verdict.
+        "decided_accuracy": float(np.mean((p >= threshold)[decided] == (y[decided] == 1)))
+        if decided.any()
+        else None,
         "by_method": _groups(videos, "method", "shared", threshold),
         "by_compression": _groups(videos, "compression", "grouped", threshold),
     }

@@ -10,7 +10,9 @@ probability -> FAKE / REAL / UNCERTAIN. When it cannot judge, the verdict is a s
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,13 +31,14 @@ from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import read_sampled
 from dfguard.inference.scoring import score_crops
-from dfguard.media import MediaError
-from dfguard.models.io import load_detector
+from dfguard.media import MediaError, media_kind
+from dfguard.models.io import WEIGHTS_NAME, load_detector
+from dfguard.models.temporal import TemporalDetector
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
 STATUSES = (NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT)
-# A video needs this many decodable frames to be judged: fewer carry no temporal evidence and are
-# more often a broken upload than a real clip.
+# TOO_SHORT: a video with fewer decodable frames than this (however many are sampled) is not judged:
+# it carries no temporal evidence and is more often a broken upload than a real clip.
 MIN_VIDEO_FRAMES = 4
 # Without a calibrator (an uncalibrated model), the band around 0.5 reported as UNCERTAIN.
 DEFAULT_MARGIN = 0.1
@@ -100,6 +103,8 @@ class Predictor:
         self.threads = threads
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, config = load_detector(self.model_dir)
+        if isinstance(model, TemporalDetector):
+            raise ValueError(f"{self.model_dir} holds a clip model: the predictor scores single face crops")
         self.model = model.to(self.device).eval()
         self.config = config
         if "contract" not in config:
@@ -107,6 +112,9 @@ class Predictor:
         self.contract = PreprocessingContract.from_json(json.dumps(config["contract"]))
         self.aggregation: dict[str, Any] = config.get("aggregation", {"frames": "mean"})
         self.calibrator = Calibrator(**config["calibration"]) if config.get("calibration") else None
+        # Names the exact weights behind a prediction, registered or not (feedback, drift, audits).
+        with (self.model_dir / WEIGHTS_NAME).open("rb") as weights:
+            self.weights_sha256 = hashlib.file_digest(weights, "sha256").hexdigest()
         self._face_detector: FaceDetector | None = None  # built on first use: stored crops need none
 
     @classmethod
@@ -117,6 +125,7 @@ class Predictor:
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.config["model"]["name"],
+            "weights_sha256": self.weights_sha256,
             "contract_hash": self.contract.hash,
             "calibrated": self.calibrator is not None,
             "aggregation": self.aggregation,
@@ -156,10 +165,21 @@ class Predictor:
                 sampled = read_sampled(Path(path), n_frames or self.contract.frames_for("test"))
         except MediaError as err:
             return self._status(UNREADABLE, str(err), seconds)
-        if sampled.backend != "image" and len(sampled.frames) < MIN_VIDEO_FRAMES:
-            reason = f"{len(sampled.frames)} decodable frames; at least {MIN_VIDEO_FRAMES} are needed"
+        if sampled.backend != "image" and sampled.frame_count < MIN_VIDEO_FRAMES:
+            reason = f"{sampled.frame_count} decodable frames; at least {MIN_VIDEO_FRAMES} are needed"
             return self._status(TOO_SHORT, reason, seconds)
         return self.predict_frames(sampled.frames, sampled.indices, sampled.timestamps_s, seconds)
+
+    def predict_bytes(self, data: bytes, filename: str, n_frames: int | None = None) -> Prediction:
+        """Judge an uploaded file. Only the extension of `filename` is used (it picks the decoder), so a
+        client's name can neither place nor overwrite a file."""
+        name = "upload" + Path(filename).suffix.lower()
+        if media_kind(Path(name)) is None:
+            return self._status(UNREADABLE, f"unsupported file type {Path(name).suffix or '(none)'!r}", {})
+        with tempfile.TemporaryDirectory(prefix="dfguard-upload-") as scratch:
+            path = Path(scratch) / name
+            path.write_bytes(data)
+            return self.predict(path, n_frames)
 
     def predict_frames(
         self,
@@ -172,6 +192,11 @@ class Predictor:
         seconds = dict(seconds or {})
         if not frames:
             return self._status(UNREADABLE, "no frames", seconds)
+        height, width = frames[0].shape[:2]
+        if min(height, width) < self.contract.min_face_px:
+            # Any face would be smaller than the model judges (and MTCNN's pyramid is empty below it).
+            reason = f"{width}x{height} px frames cannot hold a face of {self.contract.min_face_px} px"
+            return self._status(FACE_TOO_SMALL, reason, seconds)
         with timed(seconds, "faces"), _torch_threads(self.threads):
             media = extract_faces(frames, self._detector(), self.contract, indices, timestamps_s)
         if not media.faces:
