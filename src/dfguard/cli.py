@@ -242,7 +242,13 @@ def _cmd_bench_detect(args: argparse.Namespace) -> int:
         / manifest[manifest["split"] == "test"].sort_values("path")["path"].iloc[0]
     )
     figures = run_bench_detect(
-        Path(args.model), source, Path(cfg.extract.out_dir), Path(args.out), args.frames
+        Path(args.model),
+        source,
+        Path(cfg.extract.out_dir),
+        Path(args.out),
+        args.frames,
+        trained=[Path(d) for d in args.trained],
+        manifest_path=Path(cfg.evaluate.manifest_path),
     )
     print(format_figures(figures))
     return 0
@@ -440,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_detect.add_argument("--out", default="bench/detect", help="where results go (default: %(default)s)")
     bench_detect.add_argument("--frames", type=int, default=16, help="frames sampled (default: %(default)s)")
+    bench_detect.add_argument(
+        "--trained",
+        action="append",
+        default=[],
+        metavar="MODEL_DIR",
+        help="a trained model folder whose test AUC/ECE fill its row of the models table (repeatable)",
+    )
     bench_detect.set_defaults(func=_cmd_bench_detect)
 
     models = commands.add_parser("models", help="registered detectors").add_subparsers(

@@ -1,9 +1,11 @@
-"""The Predictor and what is built on it: statuses on real media, calibrate, evaluate, detect, Grad-CAM,
-ONNX export. Models are tiny `small_cnn`s trained here on a tiny face dataset."""
+"""The Predictor on real media: every status, uploads and decoded frames, aggregation, calibrated verdicts,
+and the model folders it refuses. The model is a tiny `small_cnn` trained on a tiny face dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,200 +13,137 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from dfguard.cli import main
-from dfguard.config import CalibrateConfig, EvaluateConfig, TrainConfig
-from dfguard.evaluation.calibrate import run_calibrate
-from dfguard.evaluation.metrics import roc_auc
-from dfguard.evaluation.run import run_evaluate
-from dfguard.inference.gradcam import grad_cam
+from dfguard.calibration import UNCERTAIN, Calibrator
+from dfguard.config import ExtractConfig
+from dfguard.faces.contract import PreprocessingContract
+from dfguard.faces.frames import read_sampled
 from dfguard.inference.predictor import (
     FACE_TOO_SMALL,
+    MIN_VIDEO_FRAMES,
     NO_FACE,
     TOO_SHORT,
     UNREADABLE,
     Predictor,
 )
-from dfguard.inference.report import report_folder
-from dfguard.training.run import train_detector
+from dfguard.models import get_model, save_detector
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, face_dataset) -> tuple[Path, Path]:
-    """A face dataset and a small model trained on it (1 frozen + 2 tuned epochs, a few seconds)."""
-    root = tmp_path_factory.mktemp("inference")
-    faces_dir = face_dataset(root / "faces", videos_per_split=6, frames=4)
-    cfg = TrainConfig(
-        faces_dir=str(faces_dir),
-        out_dir=str(root / "model"),
-        checkpoint_dir=str(root / "checkpoints"),
-        model="small_cnn",
-        input_size=32,
-        epochs=3,
-        batch_size=8,
-        samples_per_epoch=64,
-        lr=3e-3,
-    )
-    return faces_dir, train_detector(cfg, progress=False).model_dir
+def _with_config(model_dir: Path, out: Path, **changes: object) -> Path:
+    """A copy of a model folder with top-level config.json keys replaced (None removes one)."""
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (out / "config.json").write_text(json.dumps(config))
+    return out
 
 
-@pytest.fixture(scope="module")
-def media_dir(tmp_path_factory: pytest.TempPathFactory, face_scenes) -> Path:
-    import cv2
-
-    root = tmp_path_factory.mktemp("media")
-    face_scenes.video(
-        root / "face.mp4", [face_scenes.frame([("obama", (150 + i, 120), 100)])[0] for i in range(8)]
-    )
-    face_scenes.video(
-        root / "tiny_face.mp4", [face_scenes.frame([("obama", (150, 120), 48)])[0] for _ in range(8)]
-    )
-    rng = np.random.default_rng(1)
-    room = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), np.uint8), (0, 0), 4) for _ in range(8)]
-    face_scenes.video(root / "room.mp4", room)
-    face_scenes.video(root / "blip.mp4", [face_scenes.frame([("obama", (150, 120), 100)])[0]] * 2)
-    cv2.imwrite(str(root / "portrait.png"), face_scenes.frame([("biden", (160, 120), 110)])[0])
-    (root / "corrupt.mp4").write_bytes(b"\x00garbage" * 300)
-    (root / "empty.mp4").write_bytes(b"")
-    return root
-
-
-def test_predictor_statuses_on_real_media(trained: tuple[Path, Path], media_dir: Path) -> None:
-    predictor = Predictor.load(trained[1])
-    face = predictor.predict(media_dir / "face.mp4")
+def test_predictor_statuses_on_real_media(trained_detector: tuple[Path, Path], inference_media: Path) -> None:
+    predictor = Predictor.load(trained_detector[1])
+    face = predictor.predict(inference_media / "face.mp4")
     assert face.judged and face.verdict in ("FAKE", "REAL", "UNCERTAIN")
     assert 0.0 <= face.probability <= 1.0 and len(face.faces) == 8
     assert {f.status for f in face.frames} == {"OK"}
+    assert [f.timestamp_s for f in face.frames] == sorted(f.timestamp_s for f in face.frames)
     assert face.seconds.keys() >= {"decode", "faces", "classify"}
-    assert face.model["contract_hash"] == predictor.contract.hash
-    image = predictor.predict(media_dir / "portrait.png")
+    assert face.model["contract_hash"] == predictor.contract.hash and len(face.model["weights_sha256"]) == 64
+    assert face.temporal_std >= 0 and 0 <= face.flip_rate <= 1 and len(face.features) == 256
+    image = predictor.predict(inference_media / "portrait.png")
     assert image.judged and len(image.frames) == 1
-    assert predictor.predict(media_dir / "tiny_face.mp4").verdict == FACE_TOO_SMALL
-    assert predictor.predict(media_dir / "room.mp4").verdict == NO_FACE
-    assert predictor.predict(media_dir / "blip.mp4").verdict == TOO_SHORT
+    assert predictor.predict(inference_media / "tiny_face.mp4").verdict == FACE_TOO_SMALL
+    assert predictor.predict(inference_media / "thumbnail.png").verdict == FACE_TOO_SMALL
+    assert predictor.predict(inference_media / "room.mp4").verdict == NO_FACE
+    assert predictor.predict(inference_media / "blip.mp4").verdict == TOO_SHORT
     for bad in ("corrupt.mp4", "empty.mp4", "missing.mp4"):
-        prediction = predictor.predict(media_dir / bad)
+        prediction = predictor.predict(inference_media / bad)
         assert prediction.verdict == UNREADABLE and prediction.reason, bad
     assert json.dumps(face.to_dict())  # the report format is plain JSON
 
 
-def test_video_score_is_the_mean_of_frame_probabilities_of_the_most_suspicious_face(
-    trained: tuple[Path, Path],
+def test_too_short_counts_the_videos_frames_not_the_frames_sampled(
+    trained_detector: tuple[Path, Path], inference_media: Path
 ) -> None:
-    predictor = Predictor.load(trained[1])
+    predictor = Predictor.load(trained_detector[1])
+    few = predictor.predict(inference_media / "face.mp4", n_frames=MIN_VIDEO_FRAMES - 2)
+    assert few.judged and len(few.frames) == MIN_VIDEO_FRAMES - 2
+
+
+def test_uploads_and_decoded_frames_are_judged_like_files(
+    trained_detector: tuple[Path, Path], inference_media: Path
+) -> None:
+    predictor = Predictor.load(trained_detector[1])
+    path = inference_media / "face.mp4"
+    expected = predictor.predict(path)
+    upload = predictor.predict_bytes(path.read_bytes(), "../../etc/passwd/clip.MP4")
+    assert upload.probability == pytest.approx(expected.probability, abs=1e-6)
+    sampled = read_sampled(path, predictor.contract.frames_for("test"))
+    decoded = predictor.predict_frames(sampled.frames, sampled.indices, sampled.timestamps_s)
+    assert decoded.probability == pytest.approx(expected.probability, abs=1e-6)
+    assert [f.timestamp_s for f in decoded.frames] == [f.timestamp_s for f in expected.frames]
+    assert predictor.predict_bytes(path.read_bytes(), "clip.exe").verdict == UNREADABLE
+    assert predictor.predict_bytes(b"", "clip.mp4").verdict == UNREADABLE
+
+
+def test_a_video_scores_the_most_suspicious_face_per_frame_then_the_models_frame_rule(
+    trained_detector: tuple[Path, Path],
+) -> None:
+    predictor = Predictor.load(trained_detector[1])
     faces = pd.DataFrame({"video_id": "v", "frame": [0, 0, 1, 2], "logit": [-2.0, 1.0, 0.0, -1.0]})
-    expected = np.mean(expit([1.0, 0.0, -1.0]))
-    assert expit(predictor.video_logits(faces)["logit"].iloc[0]) == pytest.approx(expected)
+    assert expit(predictor.video_logits(faces)["logit"].iloc[0]) == pytest.approx(np.mean(expit([1, 0, -1])))
+    predictor.aggregation = {"frames": "max"}
+    assert predictor.video_logits(faces)["logit"].iloc[0] == pytest.approx(1.0)
 
 
-def test_calibrate_writes_a_calibrated_copy_and_evaluate_agrees_with_hand_computation(
-    trained: tuple[Path, Path], tmp_path: Path
+def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
+    trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path
 ) -> None:
-    faces_dir, model_dir = trained
-    calibrated = run_calibrate(
-        CalibrateConfig(
-            model_dir=str(model_dir),
-            faces_dir=str(faces_dir),
-            out_dir=str(tmp_path / "calibrated"),
-            report_dir=str(tmp_path / "calibration-report"),
-        ),
-        progress=False,
-    )
-    config = json.loads((calibrated.model_dir / "config.json").read_text())
-    assert config["calibration"]["temperature"] == calibrated.calibrator.temperature > 0
-    # Temperature scaling minimises the validation log-loss (ECE on six videos is too coarse to test).
-    assert calibrated.calibrator.nll_after <= calibrated.calibrator.nll_before + 1e-9
-    assert (tmp_path / "calibration-report" / "reliability_validation.png").is_file()
-    assert "calibration" not in json.loads((model_dir / "config.json").read_text()), "source untouched"
+    uncalibrated = Predictor.load(trained_detector[1])
+    raw = uncalibrated.predict(inference_media / "face.mp4")
+    face_logits, _ = uncalibrated.score_crops(raw.crops)
+    temperature = 2.0
+    scaled = float(expit(raw.logit / temperature))
 
-    result = run_evaluate(
-        EvaluateConfig(
-            model_dir=str(calibrated.model_dir),
-            faces_dir=str(faces_dir),
-            manifest_path=str(tmp_path / "no-manifest.parquet"),
-            out_dir=str(tmp_path / "eval"),
-        ),
-        progress=False,
-    )
-    videos = pd.read_parquet(tmp_path / "eval" / "videos.parquet")
-    # By hand: score each test crop, mean the frame probabilities per video, temperature-scale.
-    predictor = Predictor.load(calibrated.model_dir)
-    faces = pd.read_parquet(faces_dir / "faces.parquet")
-    faces = faces[faces.split == "test"]
-    import cv2
-
-    logits, _ = predictor.score_crops([cv2.imread(str(faces_dir / c)) for c in faces.crop])
-    by_video = pd.Series(expit(logits), index=faces.video_id.to_numpy()).groupby(level=0).mean()
-    for row in videos.itertuples():
-        assert expit(row.logit) == pytest.approx(by_video[row.video_id], abs=1e-6)
-    targets = videos.target.to_numpy()
-    pairs = [
-        (f > r) + 0.5 * (f == r)
-        for f in videos.probability[targets == 1]
-        for r in videos.probability[targets == 0]
-    ]
-    assert result.metrics["video"]["auc"] == pytest.approx(np.mean(pairs), abs=1e-6)
-    assert result.metrics["video"]["auc"] == pytest.approx(roc_auc(targets, videos.probability), abs=1e-6)
-    assert set(result.metrics["by_method"]) == {"FaceSwap"}
-    assert result.metrics["by_compression"].keys() == {"unknown"}
-    for name in ("metrics.json", "roc.csv", "pr.csv", "reliability.csv", "roc.png", "reliability.png"):
-        assert (tmp_path / "eval" / name).is_file(), name
-
-
-def test_calibrate_refuses_to_overwrite_its_source(trained: tuple[Path, Path]) -> None:
-    faces_dir, model_dir = trained
-    with pytest.raises(ValueError, match="out_dir"):
-        run_calibrate(
-            CalibrateConfig(model_dir=str(model_dir), faces_dir=str(faces_dir), out_dir=str(model_dir))
+    def calibrated_with(threshold: float) -> Predictor:
+        calibrator = Calibrator(
+            temperature=temperature,
+            threshold=threshold,
+            margin=0.05,
+            target_accuracy=0.95,
+            target_met=True,
+            n_validation=10,
+            ece_before=0.1,
+            ece_after=0.05,
+            nll_before=0.5,
+            nll_after=0.4,
+            uncertain_fraction=0.1,
+            decided_accuracy=0.95,
+        )
+        folder = tmp_path / f"calibrated-{threshold:.3f}"
+        return Predictor.load(
+            _with_config(trained_detector[1], folder, calibration=dataclasses.asdict(calibrator))
         )
 
+    at_threshold = calibrated_with(scaled).predict(inference_media / "face.mp4")
+    assert at_threshold.logit == pytest.approx(raw.logit, abs=1e-6)
+    assert at_threshold.probability == pytest.approx(scaled, abs=1e-6)
+    assert at_threshold.verdict == UNCERTAIN and at_threshold.model["calibrated"]
+    assert [f.probability for f in at_threshold.faces] == pytest.approx(
+        expit(face_logits / temperature), abs=1e-5
+    )
+    assert calibrated_with(scaled - 0.2).predict(inference_media / "face.mp4").verdict == "FAKE"
+    assert calibrated_with(min(scaled + 0.2, 0.999)).predict(inference_media / "face.mp4").verdict == "REAL"
 
-def test_detect_cli_writes_reports_inside_the_report_folder(
-    trained: tuple[Path, Path], media_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+
+def test_model_folders_the_predictor_cannot_serve_are_refused(
+    trained_detector: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    assert main(["detect", str(media_dir), "--model", str(trained[1]), "--report", str(tmp_path / "r")]) == 0
-    printed = capsys.readouterr().out
-    assert "UNREADABLE" in printed and "NO_FACE" in printed and "TOO_SHORT" in printed
-    folder = report_folder(tmp_path / "r", media_dir / "face.mp4")
-    report = json.loads((folder / "report.json").read_text())
-    assert report["file"] == "face.mp4" and len(report["frames"]) == 8
-    assert (folder / "timeline.png").is_file()
-    assert len(list(folder.glob("gradcam_*.png"))) == 3
-    assert not (report_folder(tmp_path / "r", media_dir / "room.mp4") / "timeline.png").exists()
-    tricky = report_folder(tmp_path / "r", Path("../../etc/pass wd..mp4"))
-    assert tricky.parent == tmp_path / "r" and "/" not in tricky.name and not tricky.name.startswith(".")
-
-
-def test_grad_cam_is_a_crop_sized_non_constant_map(trained: tuple[Path, Path]) -> None:
-    import cv2
-
-    faces_dir, model_dir = trained
-    predictor = Predictor.load(model_dir)
-    crops = [cv2.imread(str(p)) for p in sorted((faces_dir / "crops").rglob("*.png"))[:3]]
-    heat = grad_cam(predictor.model, crops)
-    assert heat.shape == (3, *crops[0].shape[:2])
-    assert heat.min() >= 0 and heat.max() <= 1 and heat.std() > 0
-
-
-def test_onnx_export_matches_torch_and_a_failed_check_leaves_no_file(
-    trained: tuple[Path, Path], tmp_path: Path
-) -> None:
-    from dfguard.export.onnx import OnnxMismatchError, export_onnx
-
-    result = export_onnx(trained[1], tmp_path / "model.onnx")
-    assert result.max_abs_logit_diff < 1e-3 and result.path.stat().st_size > 0
-    assert (tmp_path / "model.config.json").is_file()
-    with pytest.raises(OnnxMismatchError):
-        export_onnx(trained[1], tmp_path / "strict.onnx", tolerance=-1.0)
-    assert not (tmp_path / "strict.onnx").exists()
-
-
-def test_missing_contract_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    import shutil
-
-    copy = tmp_path / "model"
-    shutil.copytree(trained[1], copy)
-    config = json.loads((copy / "config.json").read_text())
-    config.pop("contract")
-    (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="contract"):
-        Predictor.load(copy)
+        Predictor.load(_with_config(trained_detector[1], tmp_path / "no-contract", contract=None))
+    contract = PreprocessingContract.from_config(ExtractConfig())
+    clip_model = get_model("temporal", frame_model={"name": "small_cnn", "kwargs": {"widths": [4, 8]}})
+    folder = save_detector(clip_model, tmp_path / "temporal", {"contract": contract.to_dict()})
+    with pytest.raises(ValueError, match="clip model"):
+        Predictor.load(folder)

@@ -1,6 +1,7 @@
 """`dfguard bench detect`: the latency of `dfguard detect` on a 10 s 640x360 clip with the model warm,
 split into decode, faces and classification; the classifier's throughput alone; and a table of the
-registered frame detectors (parameters, faces/s on this machine's CPU)."""
+registered frame detectors (parameters, faces/s on this machine's CPU, and the test split's video AUC
+and ECE for each trained model folder supplied)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dfguard.config import EvaluateConfig
+from dfguard.evaluation.run import run_evaluate
 from dfguard.faces.crops import read_crop
 from dfguard.faces.frames import read_sampled
 from dfguard.inference.predictor import Predictor
@@ -46,8 +50,15 @@ def classifier_faces_per_second(model: torch.nn.Module, crops: list[np.ndarray],
 
 
 def run_bench_detect(
-    model_dir: Path, clip_source: Path, faces_dir: Path, out_dir: Path, frames: int = 16
+    model_dir: Path,
+    clip_source: Path,
+    faces_dir: Path,
+    out_dir: Path,
+    frames: int = 16,
+    trained: Sequence[Path] = (),
+    manifest_path: Path = Path("data/manifest/manifest.parquet"),
 ) -> dict:
+    """`trained`: model folders whose test-split video AUC and ECE fill their row of the models table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # the predictor's own policy (one thread per request), for every figure
     predictor = Predictor.load(model_dir)
@@ -68,17 +79,41 @@ def run_bench_detect(
         "detect_seconds_max": round(max(walls), 3),
         "split_seconds_median": {k: round(v, 3) for k, v in split.items()},
         "verdict": runs[0].verdict,
+        "faces_classified": len(runs[0].faces),
         "classifier_faces_per_s": round(classifier_faces_per_second(predictor.model, crops), 1),
-        "models": _model_table(crops),
+        "models": _model_table(crops, _test_metrics(trained, faces_dir, manifest_path, out_dir)),
     }
     (out_dir / "detect.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 
-def _model_table(crops: list[np.ndarray]) -> list[dict[str, Any]]:
+def _test_metrics(
+    trained: Sequence[Path], faces_dir: Path, manifest_path: Path, out_dir: Path
+) -> dict[tuple[str, int], dict[str, float | None]]:
+    """Video-level test AUC and ECE of each trained model, keyed by (model name, input size)."""
+    found = {}
+    for model_dir in trained:
+        cfg = EvaluateConfig(
+            model_dir=str(model_dir),
+            faces_dir=str(faces_dir),
+            manifest_path=str(manifest_path),
+            out_dir=str(out_dir / "evaluate" / Path(model_dir).name),
+        )
+        result = run_evaluate(cfg, progress=False)
+        model = result.metrics["model"]
+        found[(model["name"], model["input_size"])] = {
+            "video_auc": result.metrics["video"]["auc"],
+            "video_ece": result.metrics["video"]["ece"],
+        }
+    return found
+
+
+def _model_table(
+    crops: list[np.ndarray], test_metrics: dict[tuple[str, int], dict[str, float | None]]
+) -> list[dict[str, Any]]:
     rows = []
     for name in FRAME_MODELS:
-        for size in (128, 224):
+        for size in sorted({128, 224} | {s for n, s in test_metrics if n == name}):
             with initial_weights_skipped():  # speed does not depend on the weights' values
                 model = get_model(name, input_size=size).eval()
             rows.append(
@@ -87,6 +122,7 @@ def _model_table(crops: list[np.ndarray]) -> list[dict[str, Any]]:
                     "input_size": size,
                     "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                     "faces_per_s": round(classifier_faces_per_second(model, crops[:64], repeats=2), 1),
+                    **test_metrics.get((name, size), {"video_auc": None, "video_ece": None}),
                 }
             )
     return rows
@@ -99,7 +135,8 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"  wall {figures['detect_seconds_median']:.2f} s median "
         f"(max {figures['detect_seconds_max']:.2f} s): "
         f"decode {split['decode']:.2f} s, faces {split['faces']:.2f} s, classify {split['classify']:.2f} s",
-        f"  classifier alone: {figures['classifier_faces_per_s']:.0f} faces/s",
+        f"  {figures['faces_classified']} faces classified; "
+        f"classifier alone: {figures['classifier_faces_per_s']:.0f} faces/s",
         "",
         pd.DataFrame(figures["models"]).to_string(index=False),
     ]

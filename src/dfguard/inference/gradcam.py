@@ -1,7 +1,11 @@
-"""Grad-CAM (Selvaraju et al. 2017) for frame detectors: where in a face crop the fake evidence lies.
+"""Grad-CAM (Selvaraju et al. 2017) for frame detectors: where in a face crop the evidence for the model's
+call lies.
 
-The heat map is the last convolution's activations weighted by the mean gradient of the fake logit
-with respect to each channel, kept where positive, upsampled to the crop.
+The heat map is the last convolution's activations weighted by the mean gradient of the predicted
+class's score with respect to each channel, kept where positive, upsampled to the crop. With one
+logit z, the score of "fake" is z and that of "real" is -z: a face scored fake shows its fake evidence,
+one scored real its real evidence. (Explaining "fake" on a face scored real mostly gives an empty map,
+and normalising that to its own peak would make noise look like evidence.)
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def last_conv(model: Detector) -> nn.Conv2d:
 
 
 def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> np.ndarray:
-    """Heat maps in [0, 1], one per crop, each the crop's size (N, H, W)."""
+    """Heat maps in [0, 1], one per crop, each the crop's size (N, H, W), of the evidence for the side
+    (fake if its logit >= 0, else real) each crop is scored on."""
     layer = last_conv(model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -38,7 +43,7 @@ def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> n
         batch = to_batch(crops, model.preset).to(device).requires_grad_(True)
         with torch.enable_grad():
             logits = model(batch).logits
-            logits.sum().backward()
+            logits.abs().sum().backward()  # d|z|/dz is the sign: the predicted class's score
     finally:
         handle.remove()
         model.train(was_training)

@@ -32,7 +32,7 @@ from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import read_sampled
 from dfguard.inference.scoring import score_crops
 from dfguard.media import MediaError, media_kind
-from dfguard.models.io import WEIGHTS_NAME, load_detector
+from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
 from dfguard.models.temporal import TemporalDetector
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
@@ -102,6 +102,8 @@ class Predictor:
         # running one predictor per worker instead.
         self.threads = threads
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not (self.model_dir / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{self.model_dir} is not a model folder: it has no {CONFIG_NAME}")
         model, config = load_detector(self.model_dir)
         if isinstance(model, TemporalDetector):
             raise ValueError(f"{self.model_dir} holds a clip model: the predictor scores single face crops")
@@ -126,6 +128,7 @@ class Predictor:
         return {
             "name": self.config["model"]["name"],
             "weights_sha256": self.weights_sha256,
+            "input_size": self.model.preset.input_size,
             "contract_hash": self.contract.hash,
             "calibrated": self.calibrator is not None,
             "aggregation": self.aggregation,

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dfguard.inference.gradcam import grad_cam, overlay
-from dfguard.inference.predictor import Prediction, Predictor
+from dfguard.inference.predictor import DEFAULT_MARGIN, Prediction, Predictor
 
 REPORT_NAME = "report.json"
 TIMELINE_NAME = "timeline.png"
@@ -47,7 +47,7 @@ def write_report(prediction: Prediction, predictor: Predictor, media_path: Path,
 def _timeline(prediction: Prediction, predictor: Predictor, path: Path) -> None:
     scored = [f for f in prediction.frames if f.probability is not None]
     threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
-    margin = predictor.calibrator.margin if predictor.calibrator else 0.1
+    margin = predictor.calibrator.margin if predictor.calibrator else DEFAULT_MARGIN
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.axhspan(threshold - margin, threshold + margin, color="grey", alpha=0.2, label="UNCERTAIN band")
     ax.axhline(threshold, color="black", lw=0.8, ls="--", label="threshold")
@@ -67,5 +67,10 @@ def _grad_cams(prediction: Prediction, predictor: Predictor, folder: Path) -> No
     heat = grad_cam(predictor.model, crops, predictor.device)
     for rank, (i, crop, cam) in enumerate(zip(order, crops, heat, strict=True), start=1):
         face = prediction.faces[i]
-        name = f"gradcam_{rank}_frame{face.frame_index:05d}_t{face.track_id}_p{face.probability:.2f}.png"
+        # Temperature scaling keeps the logit's sign: p >= 0.5 is the side Grad-CAM explained.
+        side = "fake" if face.probability >= 0.5 else "real"
+        name = (
+            f"gradcam_{rank}_frame{face.frame_index:05d}_t{face.track_id}_p{face.probability:.2f}"
+            f"_{side}-evidence.png"
+        )
         cv2.imwrite(str(folder / name), np.hstack([crop, overlay(crop, cam)]))

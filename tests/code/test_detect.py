@@ -1,0 +1,90 @@
+"""`dfguard detect`: verdicts per file, reports (JSON, confidence timeline, Grad-CAM) kept inside the report
+folder whatever the input names, and Grad-CAM on every registered frame backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dfguard.cli import main
+from dfguard.inference.gradcam import grad_cam
+from dfguard.inference.report import report_folder
+from dfguard.models import get_model
+
+FRAME_BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "small_cnn")
+
+
+def test_detect_prints_a_verdict_per_file_and_writes_reports_inside_the_report_folder(
+    trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    reports = tmp_path / "reports"
+    assert (
+        main(["detect", str(inference_media), "--model", str(trained_detector[1]), "--report", str(reports)])
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    # Each line: VERDICT  p(fake)=...  PATH  [reason]
+    verdicts = {
+        Path(next(t for t in line.split() if t.startswith(str(inference_media)))).name: line.split()[0]
+        for line in lines
+    }
+    assert verdicts.keys() == {p.name for p in inference_media.iterdir()}
+    assert verdicts["corrupt.mp4"] == verdicts["empty.mp4"] == "UNREADABLE"
+    assert verdicts["room.mp4"] == "NO_FACE" and verdicts["blip.mp4"] == "TOO_SHORT"
+    assert verdicts["face.mp4"] in ("FAKE", "REAL", "UNCERTAIN")
+
+    folder = report_folder(reports, inference_media / "face.mp4")
+    report = json.loads((folder / "report.json").read_text())
+    assert (
+        report["file"] == "face.mp4"
+        and len(report["frames"]) == 8
+        and report["verdict"] == verdicts["face.mp4"]
+    )
+    timeline = cv2.imread(str(folder / "timeline.png"))
+    assert timeline is not None and timeline.std() > 0
+    overlays = sorted(folder.glob("gradcam_*.png"))
+    assert (
+        len(overlays) == 3
+        and cv2.imread(str(overlays[0])).shape[1] == 2 * cv2.imread(str(overlays[0])).shape[0]
+    )
+    unjudged = report_folder(reports, inference_media / "room.mp4")
+    assert json.loads((unjudged / "report.json").read_text())["verdict"] == "NO_FACE"
+    assert not (unjudged / "timeline.png").exists()
+    assert all(p.parent == reports for p in reports.iterdir())
+
+
+def test_report_folders_cannot_escape_or_collide(tmp_path: Path) -> None:
+    tricky = report_folder(tmp_path, Path("../../etc/pass wd..mp4"))
+    assert tricky.parent == tmp_path and "/" not in tricky.name and not tricky.name.startswith(".")
+    assert report_folder(tmp_path, Path("a/clip.mp4")) != report_folder(tmp_path, Path("b/clip.mp4"))
+    assert report_folder(tmp_path, Path("..")).parent == tmp_path
+
+
+def test_detect_json_of_one_file(
+    trained_detector: tuple[Path, Path], inference_media: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert (
+        main(["detect", str(inference_media / "empty.mp4"), "--model", str(trained_detector[1]), "--json"])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["verdict"] == "UNREADABLE" and printed["reason"] == "empty file"
+    assert main(["detect", str(inference_media / "absent.mp4"), "--model", str(trained_detector[1])]) == 2
+
+
+@pytest.mark.parametrize("name", FRAME_BACKBONES)
+def test_grad_cam_is_a_crop_sized_non_constant_map(name: str, face_scenes) -> None:
+    # ImageNet weights where packages ship them (EfficientNet-Lite0, MobileNetV2), else random ones: an
+    # untrained MobileNetV2 saturates its ReLU6s in eval mode and has no gradient to show.
+    torch.manual_seed(0)
+    model = get_model(name, input_size=64).train()
+    crops = [face_scenes.frame([(who, (112, 112), 90)], size=(224, 224))[0] for who in ("obama", "biden")]
+    heat = grad_cam(model, crops)
+    assert heat.shape == (2, 224, 224) and heat.dtype == np.float32
+    assert heat.min() >= 0 and heat.max() == pytest.approx(1.0) and heat.std() > 0.01
+    assert model.training, "Grad-CAM leaves the model in the mode it found it in"

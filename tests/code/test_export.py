@@ -1,0 +1,48 @@
+"""`dfguard export onnx`: the graph's outputs match PyTorch's, and the check catches a graph that does not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfguard.cli import main
+from dfguard.export.onnx import OnnxMismatchError, check_onnx, export_onnx
+from dfguard.models import load_detector
+
+
+def test_onnx_export_matches_torch_and_the_check_catches_another_model(
+    trained_detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    result = export_onnx(trained_detector[1], tmp_path / "model.onnx")
+    assert result.max_abs_logit_diff < 1e-3 and result.path.stat().st_size > 0
+    config = json.loads((tmp_path / "model.config.json").read_text())
+    assert (
+        config["contract_hash"]
+        == json.loads((trained_detector[1] / "config.json").read_text())["contract_hash"]
+    )
+
+    model, _ = load_detector(trained_detector[1])
+    images = torch.randn(5, 3, model.preset.input_size, model.preset.input_size)  # another batch size too
+    assert check_onnx(model, result.path, images) < 1e-3
+    with torch.no_grad():
+        model.backbone[0][0].weight.mul_(1.5)  # a model the graph was not exported from
+    assert check_onnx(model, result.path, images) > 1e-2
+
+
+def test_a_failed_check_fails_loudly_and_leaves_no_file(
+    trained_detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(OnnxMismatchError, match="differ"):
+        export_onnx(trained_detector[1], tmp_path / "strict.onnx", tolerance=-1.0)
+    assert not (tmp_path / "strict.onnx").exists()
+
+
+def test_export_cli(
+    trained_detector: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "onnx" / "model.onnx"
+    assert main(["export", "onnx", "--model", str(trained_detector[1]), "--out", str(out)]) == 0
+    assert "onnxruntime matches PyTorch" in capsys.readouterr().out and out.is_file()
