@@ -112,3 +112,12 @@ def test_unreadable_media_raises(tmp_path: Path, detector: FaceDetector, name: s
     path.write_bytes(content)
     with pytest.raises(MediaError):
         extract_media(path, 16, detector, CONTRACT)
+
+
+def test_frames_smaller_than_the_smallest_face_have_no_face_instead_of_crashing() -> None:
+    from dfguard.faces.detector import FaceDetector
+
+    detector = FaceDetector(min_face_px=64, min_score=0.8, detect_face_px=32)
+    tiny = [np.full((50, 60, 3), 120, np.uint8), np.full((50, 60, 3), 90, np.uint8)]
+    assert detector.detect_batch(tiny) == [[], []]
+    assert detector.detect_batch([np.zeros((1, 1, 3), np.uint8)]) == [[]]

@@ -85,6 +85,9 @@ class FaceDetector:
         if not images_bgr:
             return []
         min_face_px = min_face_px or self.min_face_px
+        if min(images_bgr[0].shape[:2]) < min_face_px:
+            # No face of the searched size fits, and MTCNN's image pyramid would be empty (it raises).
+            return [[] for _ in images_bgr]
         scale = min(1.0, self.detect_face_px / min_face_px) if self.detect_face_px else 1.0
         if scale < 1.0:
             images_bgr = [
