@@ -100,6 +100,7 @@ class TrainConfig:
     sbi_share: float = 0.5  # share of the fakes drawn that are self-blends, when both kinds are used
     augment: float = 1.0  # scales every augmentation's probability (0 turns augmentation off)
     loss: str = "bce"  # "bce" or "focal"
+    blend_map_weight: float = 1.0  # weight of the manipulation-map loss, for models that output a map
     focal_gamma: float = 2.0
     lr: float = 1e-3  # of the head; the backbone gets lr * backbone_lr_scale
     backbone_lr_scale: float = 0.3

@@ -16,7 +16,7 @@ from dfguard.inference.gradcam import grad_cam
 from dfguard.inference.report import report_folder
 from dfguard.models import get_model
 
-FRAME_BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "small_cnn")
+FRAME_BACKBONES = ("efficientnet_lite0", "blend_map", "mobilenet_v2", "resnet50", "small_cnn")
 
 
 def test_detect_prints_a_verdict_per_file_and_writes_reports_inside_the_report_folder(

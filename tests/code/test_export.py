@@ -10,7 +10,7 @@ import torch
 
 from dfguard.cli import main
 from dfguard.export.onnx import OnnxMismatchError, check_onnx, export_onnx
-from dfguard.models import load_detector
+from dfguard.models import get_model, load_detector, save_detector
 
 
 def test_onnx_export_matches_torch_and_the_check_catches_another_model(
@@ -46,3 +46,10 @@ def test_export_cli(
     out = tmp_path / "onnx" / "model.onnx"
     assert main(["export", "onnx", "--model", str(trained_detector[1]), "--out", str(out)]) == 0
     assert "onnxruntime matches PyTorch" in capsys.readouterr().out and out.is_file()
+
+
+def test_a_model_with_a_manipulation_map_exports_its_logits(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = get_model("blend_map", input_size=64)
+    result = export_onnx(save_detector(model, tmp_path / "blend_map"), tmp_path / "blend_map.onnx")
+    assert result.max_abs_logit_diff < 1e-3

@@ -3,6 +3,7 @@ SBI-only mode, fakes paired with their original frame, reproducible augmented sa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,30 @@ def test_pairs_share_their_augmentation_and_samples_are_reproducible(faces_dir: 
     flips = AugmentConfig(p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
     dataset = TrainingFaces(faces, np.full(len(faces), NO_PARTNER), cfg, Preset(48), flips, margin=1.3)
     for pair in range(8):
-        (real, real_target), (fake, fake_target) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
+        (real, real_target, _), (fake, fake_target, _) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
         assert (real_target, fake_target) == (0.0, 1.0)
         assert torch.equal(real[:, :4], fake[:, :4]) and not torch.equal(real, fake)
     assert torch.equal(dataset[(2, 5)][0], dataset[(2, 5)][0])
+
+
+def test_blend_maps_mark_the_pasted_region_and_mirror_with_the_image(faces_dir: Path, tmp_path: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    partners = real_partners(faces, _manifest(faces_dir, tmp_path))
+    no_augmentation = AugmentConfig(p_flip=0, p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
+    cfg = TrainConfig(samples_per_epoch=64)
+    plain = TrainingFaces(faces, partners, cfg, Preset(48), no_augmentation, margin=1.3)
+    mirrored = TrainingFaces(faces, partners, cfg, Preset(48), replace(no_augmentation, p_flip=1), 1.3)
+    kinds = [kind for kind, _ in plain.draws(0)]
+    for position, kind in enumerate(kinds):
+        image, target, blend_map = plain[(0, position)]
+        assert blend_map.shape == (48, 48) and blend_map.dtype == torch.float32
+        if kind == REAL:
+            assert target == 0.0 and not blend_map.any()
+            continue
+        assert target == 1.0 and 0 < blend_map.max() <= 1
+        centre, corner = blend_map[20:28, 20:28].mean(), blend_map[:6, :6].mean()
+        assert centre > 0.2 and corner == 0  # the inner face, never the crop's corner
+        flipped_image, _, flipped_map = mirrored[(0, position)]
+        assert torch.equal(flipped_image, image.flip(-1))
+        assert torch.equal(flipped_map, blend_map.flip(-1))
+    assert {SELF_BLEND, DATASET_FAKE} <= set(kinds)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # before pyplot is imported: servers and CI have no displ
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from dfguard.evaluation.metrics import (
     ECE_BINS,
@@ -83,6 +84,28 @@ def plot_reliability(
     ax.legend(loc="upper left")
     ax_counts.set(xlabel="predicted fake probability", ylabel="samples")
     ax_counts.set_yscale("log")
+    return _save(fig, path)
+
+
+def plot_scores_by_group(
+    videos: pd.DataFrame, by: str, path: str | Path, threshold: float | None = None
+) -> Path:
+    """Each video's fake probability, one row per value of `by` (e.g. identity), reals and fakes in two
+    colours: shows at a glance whether errors come from a few groups scored on a different baseline."""
+    groups = sorted(videos[by].astype(str).unique())
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(groups) + 1.5))
+    jitter = np.random.default_rng(0)  # fixed: the same data draw the same picture
+    for target, colour, name in ((0, "tab:blue", "real"), (1, "tab:red", "fake")):
+        rows = videos[videos["target"] == target]
+        y = rows[by].astype(str).map(groups.index).to_numpy() + (0.15 if target else -0.15)
+        y = y + jitter.uniform(-0.08, 0.08, len(y))
+        ax.scatter(rows["probability"], y, s=18, color=colour, alpha=0.7, label=name)
+    if threshold is not None:
+        ax.axvline(threshold, color="grey", linestyle=":", linewidth=1, label="threshold")
+    ax.set_yticks(range(len(groups)), groups)
+    ax.set(xlabel="fake probability (video)", xlim=(0, 1), title=f"Video scores by {by}")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right")
     return _save(fig, path)
 
 

@@ -3,10 +3,16 @@
 The stored crops of the split are scored through the Predictor (so evaluation feeds the model exactly
 as serving does). Every face of a frame counts, as at serving time: a frame scores its most suspicious
 face, a video aggregates its frames by the model's rule. Outputs, in `out_dir`:
-    metrics.json        video- and frame-level metrics, per manipulation method and per compression
-    videos.parquet      one row per video: label, method, compression, logit, probability, verdict
+    metrics.json        video- and frame-level metrics, per manipulation method, per compression and
+                        per identity (the person the clip shows)
+    videos.parquet      one row per video: label, method, compression, identity, logit, probability,
+                        verdict
     roc.csv, pr.csv, reliability.csv    plot data for `dvc plots show`
-    roc.png, pr.png, reliability.png
+    roc.png, pr.png, reliability.png, identities.png
+
+`within_identity_auc` (the mean of the per-identity AUCs) next to the overall AUC tells two failures
+apart: a model that ranks each person's fakes above that person's reals but gives every person a
+different baseline has a high within-identity AUC and a low overall one.
 """
 
 from __future__ import annotations
@@ -31,7 +37,12 @@ from dfguard.evaluation.metrics import (
     roc_curve,
     summary_metrics,
 )
-from dfguard.evaluation.plots import plot_precision_recall, plot_reliability, plot_roc
+from dfguard.evaluation.plots import (
+    plot_precision_recall,
+    plot_reliability,
+    plot_roc,
+    plot_scores_by_group,
+)
 from dfguard.faces.crops import read_crop
 from dfguard.inference.predictor import Predictor
 
@@ -82,7 +93,8 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         predictor.aggregation = {"frames": cfg.aggregation}
     faces = score_split(predictor, cfg.faces_dir, cfg.split, progress)
     videos = video_table(predictor, faces)
-    videos["compression"] = _compression(cfg.manifest_path, videos["video_id"])
+    videos["compression"] = _manifest_column(cfg.manifest_path, videos["video_id"], "compression")
+    videos["identity"] = _manifest_column(cfg.manifest_path, videos["video_id"], "target_identity")
     videos["probability"] = predictor.calibrated(videos["logit"].to_numpy())
     videos["verdict"] = [predictor.verdict(p) for p in videos["probability"]]
     frames = faces.groupby(["video_id", "frame"], sort=False).agg(
@@ -109,21 +121,31 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         else None,
         "by_method": _groups(videos, "method", "shared", threshold),
         "by_compression": _groups(videos, "compression", "grouped", threshold),
+        "by_identity": (by_identity := _groups(videos, "identity", "grouped", threshold)),
+        "within_identity_auc": _mean_defined([group["auc"] for group in by_identity.values()]),
     }
     (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     videos.to_parquet(out / VIDEOS_NAME, index=False)
-    _plots(out, y, p, videos)
+    _plots(out, y, p, videos, threshold)
     save_resolved(cfg, out)
     return EvaluateResult(out, metrics)
 
 
-def _compression(manifest_path: str, video_ids: pd.Series) -> pd.Series:
+def _manifest_column(manifest_path: str, video_ids: pd.Series, column: str) -> pd.Series:
+    """The manifest's `column` for each video; "unknown" without a manifest, the column or a value."""
     path = Path(manifest_path)
     if not path.is_file():
         return pd.Series("unknown", index=video_ids.index)
-    manifest = pd.read_parquet(path, columns=["video_id", "compression"]).drop_duplicates("video_id")
-    lookup = dict(zip(manifest["video_id"], manifest["compression"].fillna("unknown"), strict=True))
+    manifest = pd.read_parquet(path).drop_duplicates("video_id")
+    if column not in manifest:
+        return pd.Series("unknown", index=video_ids.index)
+    lookup = dict(zip(manifest["video_id"], manifest[column].fillna("unknown"), strict=True))
     return video_ids.map(lambda v: lookup.get(v, "unknown") or "unknown")
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return round(float(np.mean(defined)), 6) if defined else None
 
 
 def _groups(videos: pd.DataFrame, by: str, reals: str, threshold: float) -> dict[str, dict[str, float]]:
@@ -141,7 +163,7 @@ def _clean(values: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def _plots(out: Path, y: np.ndarray, p: np.ndarray, videos: pd.DataFrame) -> None:
+def _plots(out: Path, y: np.ndarray, p: np.ndarray, videos: pd.DataFrame, threshold: float) -> None:
     fpr, tpr, _ = roc_curve(y, p)
     pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(out / "roc.csv", index=False)
     precision, recall, _ = precision_recall_curve(y, p)
@@ -163,3 +185,4 @@ def _plots(out: Path, y: np.ndarray, p: np.ndarray, videos: pd.DataFrame) -> Non
     plot_roc(curves, out / "roc.png", title="ROC, video level")
     plot_precision_recall(curves, out / "pr.png", title="Precision-recall, video level")
     plot_reliability({"video": (y, p)}, out / "reliability.png")
+    plot_scores_by_group(videos, "identity", out / "identities.png", threshold)

@@ -43,6 +43,7 @@ from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import MediaFaces, build_detector, extract_media, timed
 from dfguard.faces.subject import mark_subjects
 from dfguard.media import MediaError
+from dfguard.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,10 @@ def process_job(
     """Extract one item, write its crops and then its cache file; stage seconds, or an error message."""
     try:
         try:
-            result = extract_media(Path(job.source), job.n_frames, detector, contract)
+            # One torch thread wherever the item runs (a pool worker, a flow's thread, this process):
+            # the crops are then the same to the last bit.
+            with torch_threads(1):
+                result = extract_media(Path(job.source), job.n_frames, detector, contract)
         except MediaError as err:
             _replace_crops(job, None, contract)
             failure = {"frame": -1, "timestamp_s": 0.0, "status": UNREADABLE, "reason": str(err)}

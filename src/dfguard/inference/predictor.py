@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from dfguard.inference.scoring import score_crops
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
 from dfguard.models.temporal import TemporalDetector
+from dfguard.runtime import torch_threads
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
 STATUSES = (NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT)
@@ -200,7 +199,7 @@ class Predictor:
             # Any face would be smaller than the model judges (and MTCNN's pyramid is empty below it).
             reason = f"{width}x{height} px frames cannot hold a face of {self.contract.min_face_px} px"
             return self._status(FACE_TOO_SMALL, reason, seconds)
-        with timed(seconds, "faces"), _torch_threads(self.threads):
+        with timed(seconds, "faces"), torch_threads(self.threads):
             media = extract_faces(frames, self._detector(), self.contract, indices, timestamps_s)
         if not media.faces:
             too_small = any(record.status == FACE_TOO_SMALL for record in media.frames)
@@ -214,7 +213,7 @@ class Predictor:
                 FrameScore(r.frame_index, r.timestamp_s, r.status, None) for r in media.frames
             ]
             return prediction
-        with timed(seconds, "classify"), _torch_threads(self.threads):
+        with timed(seconds, "classify"), torch_threads(self.threads):
             logits, features = self.score_crops([face.crop for face in media.faces])
         face_probs = self.calibrated(logits)
         table = pd.DataFrame(
@@ -273,15 +272,3 @@ class Predictor:
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,
         )
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run torch with `n` intra-op threads: on a busy machine the idle threads' spin-waiting made MTCNN
-    25x slower (6.8 s instead of 0.27 s for 16 frames on 2 cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -1,10 +1,11 @@
 """Detectors: a strict registry, one interface (`Detector` -> `DetectorOutput`) and safetensors IO.
 
 Importing the package registers every built-in model: `efficientnet_lite0` (the default),
-`mobilenet_v2`, `resnet50`, `small_cnn`, `temporal` and `ensemble`.
+`blend_map` (the same network also outlining the manipulated region), `mobilenet_v2`, `resnet50`,
+`small_cnn`, `temporal` and `ensemble`.
 """
 
-from dfguard.models import ensemble, frame, temporal  # noqa: F401  (registers the built-in models)
+from dfguard.models import blendmap, ensemble, frame, temporal  # noqa: F401  (registers the built-in models)
 from dfguard.models.base import Detector, DetectorOutput, FrameDetector, freeze_backbone
 from dfguard.models.io import load_detector, save_detector
 from dfguard.models.registry import get_model, list_models, register_model

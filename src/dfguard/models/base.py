@@ -22,10 +22,17 @@ class DetectorOutput(NamedTuple):
     logits: torch.Tensor  # (B,), > 0 means fake
     probability: torch.Tensor  # (B,), sigmoid(logits), uncalibrated
     features: torch.Tensor  # (B, D), the input of the decision head
+    # (B, h, w) logits of where the face was manipulated, from models that localise it (training
+    # supervises them with the blend masks); None from the others.
+    blend_map: torch.Tensor | None = None
 
 
-def output_from(logits: torch.Tensor, features: torch.Tensor) -> DetectorOutput:
-    return DetectorOutput(logits=logits, probability=torch.sigmoid(logits), features=features)
+def output_from(
+    logits: torch.Tensor, features: torch.Tensor, blend_map: torch.Tensor | None = None
+) -> DetectorOutput:
+    return DetectorOutput(
+        logits=logits, probability=torch.sigmoid(logits), features=features, blend_map=blend_map
+    )
 
 
 def as_channels_last(x: torch.Tensor, enabled: bool) -> torch.Tensor:
@@ -73,6 +80,11 @@ def freeze_backbone(model: Detector, frozen: bool = True) -> None:
     model.train(model.training)
 
 
+def check_frames(images: torch.Tensor) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+
+
 class FrameDetector(Detector):
     """A per-frame detector: `backbone` maps (B, 3, H, W) to pooled features (B, D); a linear head
     gives the logit."""
@@ -93,7 +105,6 @@ class FrameDetector(Detector):
         return self.backbone(as_channels_last(images, self.channels_last))
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
-        if images.ndim != 4:
-            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+        check_frames(images)
         features = self.embed(images)
         return output_from(self.head(features).squeeze(1), features)

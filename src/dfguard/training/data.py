@@ -16,18 +16,22 @@ in any worker process, and a resumed run sees the same data.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from dfguard.config import TrainConfig
+from dfguard.corpus.manipulate import face_oval_mask
+from dfguard.faces.align import template_points
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
 from dfguard.training.sbi import self_blend
-from dfguard.transforms import AugmentConfig, Preset, resize, train_transform
+from dfguard.transforms import AugmentConfig, Preset, hflip, resize, train_transform
 
 FACES_NAME = "faces.parquet"
 CONTRACT_NAME = "contract.json"
@@ -135,7 +139,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class TrainingFaces(Dataset):
-    """(epoch, position) -> (image tensor, target), position indexing `epoch_draws` of that epoch."""
+    """(epoch, position) -> (image tensor, target, blend map), position indexing `epoch_draws` of that
+    epoch."""
 
     def __init__(
         self,
@@ -148,6 +153,8 @@ class TrainingFaces(Dataset):
     ) -> None:
         self.faces, self.partners, self.cfg = faces[["crop_path", "target"]], partners, cfg
         self.preset, self.augment, self.margin = preset, augment, margin
+        self._no_flip = replace(augment, p_flip=0.0)
+        self._oval: np.ndarray | None = None
         self._epoch, self._draws = -1, []
 
     def draws(self, epoch: int) -> list[Draw]:
@@ -158,15 +165,36 @@ class TrainingFaces(Dataset):
     def __len__(self) -> int:
         return 2 * (self.cfg.samples_per_epoch // 2)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image, target, blend map): the map is the share of each input pixel that was pasted in, the
+        target of models that also localise the manipulation (zeros for a real face)."""
         epoch, position = key
         kind, row = self.draws(epoch)[position]
         crop = read_crop(self.faces["crop_path"].iat[row])
+        size = self.preset.input_size
         if kind == SELF_BLEND:
             blend_rng = np.random.default_rng((self.cfg.seed, epoch, position, 1))
-            crop = self_blend(crop, blend_rng, margin=self.margin).image
+            crop, mask = self_blend(crop, blend_rng, margin=self.margin)
+            blend_map = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+        elif kind == DATASET_FAKE:
+            blend_map = self._dataset_fake_map(size)
+        else:
+            blend_map = np.zeros((size, size), np.float32)
         # One augmentation per pair (position // 2): the pair then differs only by the manipulation.
-        # Augmenting at the model's input size costs a fraction of doing it on the full crop.
+        # The mirror is drawn here so the blend map mirrors with the image; the rest of the augmentation
+        # leaves pixels where they are. Augmenting at the model's input size costs a fraction of doing
+        # it on the full crop.
         pair_rng = np.random.default_rng((self.cfg.seed, epoch, position // 2))
-        image = train_transform(resize(crop, self.preset.input_size), self.preset, self.augment, pair_rng)
-        return image, torch.tensor(float(kind != REAL))
+        crop = resize(crop, size)
+        if pair_rng.random() < self.augment.p_flip:
+            crop, blend_map = hflip(crop), np.ascontiguousarray(blend_map[:, ::-1])
+        image = train_transform(crop, self.preset, self._no_flip, pair_rng)
+        return image, torch.tensor(float(kind != REAL)), torch.from_numpy(blend_map)
+
+    def _dataset_fake_map(self, size: int) -> np.ndarray:
+        """Where a dataset fake was pasted is not recorded; face manipulations replace the inner face,
+        which alignment puts at the template's oval, so that oval stands in for it."""
+        if self._oval is None or self._oval.shape[0] != size:
+            points = template_points(1, self.margin) * size
+            self._oval = face_oval_mask(points, (size, size), np.random.default_rng(0)).astype(np.float32)
+        return self._oval

@@ -27,3 +27,10 @@ def loss_function(name: str, focal_gamma: float = 2.0) -> nn.Module:
     if name == "focal":
         return FocalLoss(focal_gamma)
     raise ValueError(f"loss must be 'bce' or 'focal', got {name!r}")
+
+
+def blend_map_loss(map_logits: torch.Tensor, blend_maps: torch.Tensor) -> torch.Tensor:
+    """BCE between a model's (B, h, w) manipulation-map logits and the (B, H, W) blend masks, averaged
+    down to the model's map resolution (each cell's target is the pasted share of its pixels)."""
+    targets = functional.adaptive_avg_pool2d(blend_maps[:, None].float(), map_logits.shape[-2:])[:, 0]
+    return functional.binary_cross_entropy_with_logits(map_logits.float(), targets)

@@ -141,7 +141,7 @@ def train_detector(
             total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress
         )
         train_loss = _train_epoch(
-            model, loader, bar, optimizer, scheduler, scaler, criterion, device, use_amp
+            model, loader, bar, optimizer, scheduler, scaler, criterion, device, use_amp, cfg.blend_map_weight
         )
         bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
         metrics = _validate(model, val_faces, device)
@@ -247,13 +247,18 @@ def _train_epoch(
     criterion: torch.nn.Module,
     device: str,
     use_amp: bool,
+    blend_map_weight: float,
 ) -> float:
     """One pass over the epoch's batches; the bar shows the loss of the last 20."""
     model.train()
     losses = []
-    for images, targets in loader:
+    for images, targets, blend_maps in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        losses.append(train_step(model, images, targets, optimizer, criterion, scaler, use_amp))
+        blend_maps = blend_maps.to(device, non_blocking=True)
+        loss = train_step(
+            model, images, targets, optimizer, criterion, scaler, use_amp, blend_maps, blend_map_weight
+        )
+        losses.append(loss)
         scheduler.step()
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")

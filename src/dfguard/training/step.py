@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from dfguard.models.base import Detector
+from dfguard.training.losses import blend_map_loss
 
 
 def train_step(
@@ -16,15 +17,22 @@ def train_step(
     criterion: torch.nn.Module,
     scaler: torch.amp.GradScaler,
     use_amp: bool = False,
+    blend_maps: torch.Tensor | None = None,
+    blend_map_weight: float = 1.0,
 ) -> float:
     """Forward, loss, backward and update on one batch; returns the batch loss.
 
+    A model that outputs a manipulation map is also taught where the blend is (`blend_maps`, the
+    pasted share of each pixel), with `blend_map_weight` times that loss added: the supervision that
+    points it at blending evidence instead of at who is in the picture (Li et al., Face X-ray, 2020).
     Under `use_amp` the forward pass runs in float16 on CUDA and `scaler` keeps small gradients from
     underflowing; the loss itself is computed in float32 either way.
     """
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-        logits = model(inputs).logits
-    loss = criterion(logits.float(), targets)
+        out = model(inputs)
+    loss = criterion(out.logits.float(), targets)
+    if out.blend_map is not None and blend_maps is not None and blend_map_weight > 0:
+        loss = loss + blend_map_weight * blend_map_loss(out.blend_map, blend_maps)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
