@@ -96,6 +96,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from dfguard.training.ensemble import build_ensemble
+
+    cfg = _config(args, {})
+    result = build_ensemble(args.member, args.faces or cfg.train.faces_dir, args.out)
+    rows = zip(args.member, result.member_val_video_auc, result.mean_member_weight, strict=True)
+    members = ", ".join(f"{folder} {auc:.4f} (weight {weight:.2f})" for folder, auc, weight in rows)
+    print(
+        f"ensemble: {result.model_dir} (validation video AUC {result.val_video_auc:.4f}; members: {members};"
+        f" validation BCE {result.val_loss_average:.4f} averaged -> {result.val_loss_gated:.4f} gated)"
+    )
+    return 0
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from dfguard.evaluation.calibrate import run_calibrate
 
@@ -405,6 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_cmd_train)
+
+    ensemble = commands.add_parser(
+        "ensemble", help="combine trained detectors; the gate is fitted on the validation split"
+    )
+    ensemble.add_argument(
+        "--member", action="append", required=True, metavar="MODEL_DIR", help="a trained model folder (2+)"
+    )
+    ensemble.add_argument("--out", required=True, help="ensemble model folder to write")
+    ensemble.add_argument("--faces", help="face dataset folder (default: train.faces_dir)")
+    ensemble.set_defaults(func=_cmd_ensemble)
 
     calibrate = commands.add_parser("calibrate", help="fit temperature, threshold and UNCERTAIN band")
     calibrate.add_argument("--model", help="trained model folder (default: calibrate.model_dir)")

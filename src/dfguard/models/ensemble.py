@@ -28,13 +28,16 @@ class Gate(nn.Module):
         nn.init.zeros_(self.weights.weight)
         nn.init.zeros_(self.weights.bias)
 
-    def forward(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """(B, K) member logits and (B, sum D) member features -> (B,) combined logits."""
+    def member_weights(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """(B, K) member logits and (B, sum D) member features -> (B, K) weights summing to 1."""
         # LayerNorm per member: backbones' feature scales differ by orders of magnitude.
         parts = features.split(self.feature_dims, dim=1)
         normed = [norm(part) for norm, part in zip(self.norms, parts, strict=True)]
-        weights = torch.softmax(self.weights(torch.cat([logits, *normed], dim=1)), dim=1)
-        return (weights * logits).sum(dim=1) + self.bias
+        return torch.softmax(self.weights(torch.cat([logits, *normed], dim=1)), dim=1)
+
+    def forward(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """(B, K) member logits and (B, sum D) member features -> (B,) combined logits."""
+        return (self.member_weights(logits, features) * logits).sum(dim=1) + self.bias
 
 
 @register_model("ensemble")

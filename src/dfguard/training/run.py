@@ -144,7 +144,7 @@ def train_detector(
             model, loader, bar, optimizer, scheduler, scaler, criterion, device, use_amp, cfg.blend_map_weight
         )
         bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
-        metrics = _validate(model, val_faces, device)
+        metrics = validation_metrics(model, val_faces, device)
         bar.set_postfix(
             loss=f"{train_loss:.3f}",
             val_video_auc=metrics["val_video_auc"],
@@ -265,7 +265,8 @@ def _train_epoch(
     return round(float(np.mean(losses)), 4)
 
 
-def _validate(model: Detector, faces: pd.DataFrame, device: str) -> dict[str, float]:
+def validation_metrics(model: Detector, faces: pd.DataFrame, device: str = "cpu") -> dict[str, float]:
+    """Loss, frame AUC and video AUC (mean probability per video) of `model` on the faces given."""
     logits, _ = score_crop_files(model, faces["crop_path"].tolist(), device=device)
     targets = faces["target"].to_numpy()
     probability = 1.0 / (1.0 + np.exp(-logits))
