@@ -28,7 +28,7 @@ from dfguard.models import get_model
 from dfguard.models.weights import initial_weights_skipped
 
 CLIP_SECONDS, CLIP_FPS = 10, 25
-FRAME_MODELS = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "small_cnn")
+FRAME_MODELS = ("efficientnet_lite0", "blend_map", "mobilenet_v2", "resnet50", "small_cnn")
 
 
 def make_clip(source: Path, out: Path) -> Path:
