@@ -93,8 +93,11 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         predictor.aggregation = {"frames": cfg.aggregation}
     faces = score_split(predictor, cfg.faces_dir, cfg.split, progress)
     videos = video_table(predictor, faces)
-    videos["compression"] = _manifest_column(cfg.manifest_path, videos["video_id"], "compression")
-    videos["identity"] = _manifest_column(cfg.manifest_path, videos["video_id"], "target_identity")
+    from_manifest = _manifest_columns(
+        cfg.manifest_path, videos["video_id"], ["compression", "target_identity"]
+    )
+    videos["compression"] = from_manifest["compression"]
+    videos["identity"] = from_manifest["target_identity"]
     videos["probability"] = predictor.calibrated(videos["logit"].to_numpy())
     videos["verdict"] = [predictor.verdict(p) for p in videos["probability"]]
     frames = faces.groupby(["video_id", "frame"], sort=False).agg(
@@ -131,16 +134,18 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     return EvaluateResult(out, metrics)
 
 
-def _manifest_column(manifest_path: str, video_ids: pd.Series, column: str) -> pd.Series:
-    """The manifest's `column` for each video; "unknown" without a manifest, the column or a value."""
+def _manifest_columns(manifest_path: str, video_ids: pd.Series, columns: list[str]) -> pd.DataFrame:
+    """The manifest's `columns` for each video; "unknown" without a manifest, a column or a value."""
     path = Path(manifest_path)
-    if not path.is_file():
-        return pd.Series("unknown", index=video_ids.index)
-    manifest = pd.read_parquet(path).drop_duplicates("video_id")
-    if column not in manifest:
-        return pd.Series("unknown", index=video_ids.index)
-    lookup = dict(zip(manifest["video_id"], manifest[column].fillna("unknown"), strict=True))
-    return video_ids.map(lambda v: lookup.get(v, "unknown") or "unknown")
+    manifest = pd.read_parquet(path).drop_duplicates("video_id") if path.is_file() else pd.DataFrame()
+    found = pd.DataFrame(index=video_ids.index)
+    for column in columns:
+        if column not in manifest:
+            found[column] = "unknown"
+            continue
+        lookup = dict(zip(manifest["video_id"], manifest[column].fillna("unknown"), strict=True))
+        found[column] = video_ids.map(lambda v, lookup=lookup: lookup.get(v, "unknown") or "unknown")
+    return found
 
 
 def _mean_defined(values: list[float | None]) -> float | None:

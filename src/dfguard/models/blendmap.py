@@ -12,13 +12,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-import timm
 import torch
 from torch import nn
 
 from dfguard.models.base import DetectorOutput, FrameDetector, as_channels_last, check_frames, output_from
+from dfguard.models.frame import efficientnet_lite0_net
 from dfguard.models.registry import register_model
-from dfguard.models.weights import load_efficientnet_lite0_imagenet, load_initial_weights
 from dfguard.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, Preset
 
 
@@ -35,9 +34,7 @@ class BlendMapDetector(FrameDetector):
         input_size: int = 224,
         channels_last: bool = True,
     ) -> None:
-        net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-        if pretrained and load_initial_weights():
-            load_efficientnet_lite0_imagenet(net)
+        net = efficientnet_lite0_net(pretrained)
         if not 1 <= map_stage <= len(net.blocks):
             raise ValueError(f"map_stage must be within [1, {len(net.blocks)}], got {map_stage}")
         preset = Preset(input_size, SYMMETRIC_MEAN, SYMMETRIC_STD)

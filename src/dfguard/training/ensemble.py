@@ -21,7 +21,7 @@ from dfguard.models import get_model, load_detector, save_detector
 from dfguard.models.ensemble import EnsembleDetector
 from dfguard.models.weights import initial_weights_skipped
 from dfguard.training.data import load_faces
-from dfguard.training.run import validation_metrics
+from dfguard.training.run import metrics_of_logits
 from dfguard.transforms import to_batch
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,11 @@ def build_ensemble(
     ensemble.eval()
     with torch.no_grad():
         weights = ensemble.head.member_weights(logits, features).mean(dim=0).tolist()
+        combined = ensemble.head(logits, features)
     log.info("gate fitted on %d validation faces: BCE %.4f (mean logit) -> %.4f", len(val), average, gated)
 
-    member_aucs = [validation_metrics(member, val)["val_video_auc"] for member, _ in members]
-    ensemble_auc = validation_metrics(ensemble, val)["val_video_auc"]
+    member_aucs = [metrics_of_logits(column.numpy(), val)["val_video_auc"] for column in logits.T]
+    ensemble_auc = metrics_of_logits(combined.numpy(), val)["val_video_auc"]
     first_config = members[0][1]
     save_detector(
         ensemble,

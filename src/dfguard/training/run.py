@@ -268,6 +268,11 @@ def _train_epoch(
 def validation_metrics(model: Detector, faces: pd.DataFrame, device: str = "cpu") -> dict[str, float]:
     """Loss, frame AUC and video AUC (mean probability per video) of `model` on the faces given."""
     logits, _ = score_crop_files(model, faces["crop_path"].tolist(), device=device)
+    return metrics_of_logits(logits, faces)
+
+
+def metrics_of_logits(logits: np.ndarray, faces: pd.DataFrame) -> dict[str, float]:
+    """`validation_metrics` of face logits already computed, one per row of `faces`."""
     targets = faces["target"].to_numpy()
     probability = 1.0 / (1.0 + np.exp(-logits))
     per_video = pd.DataFrame({"video_id": faces["video_id"], "p": probability, "y": targets})
