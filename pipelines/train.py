@@ -4,7 +4,6 @@ calibrated model is logged to MLflow with its lineage and registered as the `cha
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,15 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from dfguard.config import PARAMS_FILE, Config, load_config
-from dfguard.registry import MODEL_NAME, collect_lineage, configure, list_versions, log_model_run, register
+from dfguard.registry import (
+    MODEL_NAME,
+    collect_lineage,
+    configure,
+    list_versions,
+    log_model_run,
+    model_digest,
+    register,
+)
 from dfguard.versioning import reproduce
 
 MODEL_DIGEST_TAG = "dfguard.model_sha256"
@@ -53,14 +60,6 @@ def register_challenger(cfg: Config, flow_run_id: str, parent_run_id: str = "") 
     version = register(client, run_id, lineage)
     client.set_model_version_tag(MODEL_NAME, version.version, MODEL_DIGEST_TAG, digest)
     return {"version": str(version.version), "registered": True, "run_id": run_id}
-
-
-def model_digest(model_dir: Path) -> str:
-    """Weights plus config (calibration included): two folders with the same digest serve identically."""
-    sha = hashlib.sha256()
-    for name in ("model.safetensors", "config.json"):
-        sha.update((model_dir / name).read_bytes())
-    return sha.hexdigest()
 
 
 @flow(name="train", log_prints=True)

@@ -4,6 +4,7 @@ kind of URI gives the same outputs; lineage, artifacts and refusals."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from dfguard.registry import (
     load,
     log_model_run,
     model_contract,
+    model_digest,
     move_alias,
     register,
 )
@@ -174,3 +176,32 @@ def test_load_names_what_is_missing(store, tmp_path: Path) -> None:
         load(client, f"models:/{MODEL_NAME}/latest/extra")
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
         load(client, tmp_path)
+
+
+def _edit_config(folder: Path, **sections: dict) -> None:
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def test_digest_ignores_provenance_but_not_what_changes_outputs(model_dir: Path, tmp_path: Path) -> None:
+    reference = model_digest(model_dir)
+    retrained = tmp_path / "retrained"
+    shutil.copytree(model_dir, retrained)
+    _edit_config(retrained, training={"seconds": 999.0, "out_dir": "elsewhere"})
+    assert model_digest(retrained) == reference, "wall time and paths made an identical model look new"
+
+    recalibrated = tmp_path / "recalibrated"
+    shutil.copytree(model_dir, recalibrated)
+    _edit_config(recalibrated, calibration={"temperature": 2.5, "threshold": 0.4})
+    assert model_digest(recalibrated) != reference
+
+    other_weights = save_tiny_model(tmp_path / "other", seed=1)
+    shutil.copyfile(model_dir / "config.json", other_weights / "config.json")
+    assert model_digest(other_weights) != reference
+
+    (retrained / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+        model_digest(retrained)

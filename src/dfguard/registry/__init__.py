@@ -20,6 +20,7 @@ from dfguard.registry.aliases import (
 )
 from dfguard.registry.lineage import Lineage, collect_lineage, git_state, model_contract
 from dfguard.registry.loading import load
+from dfguard.registry.model_files import model_digest
 from dfguard.registry.runs import METRICS_ARTIFACT, MODEL_ARTIFACT, log_model_run
 from dfguard.registry.store import MODEL_NAME, configure, embedded_uri
 from dfguard.registry.versions import get_version, list_versions, register, version_metrics
@@ -43,6 +44,7 @@ __all__ = [
     "load",
     "log_model_run",
     "model_contract",
+    "model_digest",
     "move_alias",
     "register",
     "version_metrics",
