@@ -15,14 +15,13 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from dfguard.models.base import DetectorOutput, FrameDetector, as_channels_last, check_frames, output_from
-from dfguard.models.frame import efficientnet_lite0_net
+from dfguard.models.base import DetectorOutput, as_channels_last, check_frames, output_from
+from dfguard.models.frame import EfficientNetLite0
 from dfguard.models.registry import register_model
-from dfguard.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, Preset
 
 
 @register_model("blend_map")
-class BlendMapDetector(FrameDetector):
+class BlendMapDetector(EfficientNetLite0):
     """EfficientNet-Lite0 (ImageNet weights) whose block stage `map_stage` also feeds a 1x1 convolution
     giving manipulation-map logits (stage 3 has stride 8: a 16x16 map for a 128 px input)."""
 
@@ -34,11 +33,10 @@ class BlendMapDetector(FrameDetector):
         input_size: int = 224,
         channels_last: bool = True,
     ) -> None:
-        net = efficientnet_lite0_net(pretrained)
+        super().__init__(pretrained, dropout, input_size=input_size, channels_last=channels_last)
+        net = self.backbone
         if not 1 <= map_stage <= len(net.blocks):
             raise ValueError(f"map_stage must be within [1, {len(net.blocks)}], got {map_stage}")
-        preset = Preset(input_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
-        super().__init__(net, net.num_features, dropout, preset, channels_last)
         self.map_stage = map_stage
         self.map_head = nn.Conv2d(net.blocks[map_stage - 1][-1].conv_pwl.out_channels, 1, kernel_size=1)
 

@@ -72,6 +72,7 @@ def build_ensemble(
 
     member_aucs = [metrics_of_logits(column.numpy(), val)["val_video_auc"] for column in logits.T]
     ensemble_auc = metrics_of_logits(combined.numpy(), val)["val_video_auc"]
+    average_loss, gated_loss = round(float(average), 6), round(gated, 6)
     first_config = members[0][1]
     save_detector(
         ensemble,
@@ -84,15 +85,13 @@ def build_ensemble(
                 "members": [str(folder) for folder in member_dirs],
                 "member_val_video_auc": member_aucs,
                 "val_video_auc": ensemble_auc,
-                "val_loss_average": round(float(average), 6),
-                "val_loss_gated": round(gated, 6),
+                "val_loss_average": average_loss,
+                "val_loss_gated": gated_loss,
                 "mean_member_weight": [round(w, 4) for w in weights],
             },
         },
     )
-    return EnsembleResult(
-        Path(out_dir), ensemble_auc, member_aucs, round(float(average), 6), round(gated, 6), weights
-    )
+    return EnsembleResult(Path(out_dir), ensemble_auc, member_aucs, average_loss, gated_loss, weights)
 
 
 def _member_outputs(ensemble: EnsembleDetector, paths: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
