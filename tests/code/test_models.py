@@ -186,6 +186,16 @@ def test_save_load_round_trip(name: str, tmp_path: Path) -> None:
         assert (a is None and b is None) or torch.equal(a, b)
 
 
+def test_saving_the_same_weights_writes_the_same_bytes(tmp_path: Path) -> None:
+    """DVC and the registry tell models apart by file digests: a re-save must not change them."""
+    torch.manual_seed(0)
+    model = get_model("small_cnn", widths=[4])
+    files = {
+        save_detector(model, tmp_path / str(i)).joinpath("model.safetensors").read_bytes() for i in range(8)
+    }
+    assert len(files) == 1
+
+
 def test_save_rejects_reserved_extra_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="extra_config"):
         save_detector(get_model("small_cnn", widths=[4]), tmp_path, extra_config={"model": {}})

@@ -34,7 +34,10 @@ def save_detector(model: Detector, out_dir: str | Path, extra_config: dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     # safetensors stores dense row-major tensors: channels_last weights are copied to that layout.
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "model": model.config["name"]})
+    # One metadata entry only: safetensors writes the metadata map in a random order, so with two the
+    # same weights gave different files (and different DVC and registry digests) from run to run. The
+    # model's name is in config.json.
+    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     config = {"model": model.config, "preset": model.preset.to_dict(), **extra}
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
