@@ -8,7 +8,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dfguard.config import PARAMS_FILE, Config, load_config, parse_overrides
 
@@ -135,6 +135,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"{cfg.split}: video AUC {video['auc']}, frame AUC {frame['auc']}, video ECE {video['ece']}, "
         f"accuracy {video['accuracy']} at threshold {video['threshold']} -> {cfg.out_dir}/metrics.json"
     )
+    print(f"  {_interval_text(metrics)}")
     for method, values in metrics["by_method"].items():
         print(f"  {method}: video AUC {values['auc']}")
     return 0
@@ -275,6 +276,21 @@ def _print_evaluation(metrics_path: Path) -> None:
     print(
         f"\nTest split ({metrics_path}): video AUC {video['auc']:.3f} ({methods}), frame AUC "
         f"{metrics['frame']['auc']:.3f}, ECE {video['ece']:.3f}, accuracy {video['accuracy']:.3f}"
+    )
+    print(_interval_text(metrics))
+
+
+def _interval_text(metrics: dict[str, Any]) -> str:
+    """The bootstrap interval of the video AUC and ECE, resampling people where the split names them."""
+    interval = metrics.get("video_interval")
+    if not interval:
+        return "no interval: the split has one class"
+    resampled = "identities" if interval["identities"] else "videos"
+    bounds = interval[resampled]
+    return (
+        f"{interval['level']:.0%} bootstrap interval (resampling {resampled}): video AUC "
+        f"{bounds['auc_low']:.3f}-{bounds['auc_high']:.3f}, "
+        f"ECE {bounds['ece_low']:.3f}-{bounds['ece_high']:.3f}"
     )
 
 

@@ -194,6 +194,11 @@ def test_evaluate_writes_the_metrics_computed_by_hand(
         assert written["by_identity"][person]["auc"] == pytest.approx(per_identity[person], abs=1e-6)
     defined_aucs = [a for a in per_identity.values() if a is not None]
     assert written["within_identity_auc"] == pytest.approx(np.mean(defined_aucs) if defined_aucs else None)
+    interval = written["video_interval"]
+    assert interval["level"] == 0.95 and set(interval) == {"level", "resamples", "videos", "identities"}
+    for resampled in ("videos", "identities"):
+        assert 0.0 <= interval[resampled]["auc_low"] <= interval[resampled]["auc_high"] <= 1.0
+        assert 0.0 <= interval[resampled]["ece_low"] <= interval[resampled]["ece_high"] <= 1.0
 
     table = pd.read_parquet(tmp_path / "eval" / "videos.parquet").set_index("video_id").loc[videos.index]
     assert table["probability"].to_numpy() == pytest.approx(p, abs=1e-6)

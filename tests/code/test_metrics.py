@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from dfguard.evaluation import (
     aggregate_video_scores,
     average_precision,
+    bootstrap_interval,
     brier_score,
     confusion_matrix,
     equal_error_rate,
@@ -175,3 +176,43 @@ def test_plots_are_written(tmp_path: Path) -> None:
     ):
         path = plot(curves, tmp_path / "plots" / name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_data() -> None:
+    rng = np.random.default_rng(3)
+
+    def interval(n: int) -> tuple[float, float]:
+        labels = np.r_[np.zeros(n), np.ones(n)]
+        scores = labels + rng.normal(0, 1.2, 2 * n)
+        low, high = bootstrap_interval(labels, scores, roc_auc, resamples=400)
+        assert low < roc_auc(labels, scores) < high
+        return low, high
+
+    small, large = interval(20), interval(500)
+    assert large[1] - large[0] < 0.5 * (small[1] - small[0])
+    labels, scores = [0, 1, 0, 1, 0, 1], [0.1, 0.9, 0.3, 0.6, 0.5, 0.4]
+    assert bootstrap_interval(labels, scores, roc_auc, seed=5) == bootstrap_interval(
+        labels, scores, roc_auc, seed=5
+    )
+
+
+def test_bootstrap_over_groups_is_wider_when_groups_share_an_offset() -> None:
+    # Twelve people, each with 20 reals and 20 fakes; a person's offset moves all of their clips, so the
+    # clips are not independent and resampling them one by one understates the uncertainty (about 2x
+    # here; 1.96-2.72x over five seeds).
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(12), 40)
+    labels = np.tile(np.r_[np.zeros(20), np.ones(20)], 12)
+    scores = labels + 0.7 * rng.normal(size=12)[people] + rng.normal(0, 0.3, labels.size)
+    by_clip = bootstrap_interval(labels, scores, roc_auc, resamples=400)
+    by_person = bootstrap_interval(labels, scores, roc_auc, groups=people, resamples=400)
+    assert by_person[1] - by_person[0] > 1.5 * (by_clip[1] - by_clip[0])
+
+
+def test_bootstrap_interval_rejects_what_it_cannot_resample() -> None:
+    with pytest.raises(ValueError, match="both real and fake"):
+        bootstrap_interval([1, 1, 1], [0.2, 0.5, 0.9], roc_auc)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        bootstrap_interval([0, 1], [0.2, 0.9], roc_auc, groups=["ann", "ann"])
+    with pytest.raises(ValueError, match="one key per sample"):
+        bootstrap_interval([0, 1], [0.2, 0.9], roc_auc, groups=["ann"])

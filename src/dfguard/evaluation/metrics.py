@@ -7,6 +7,7 @@ when `score >= threshold`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -173,6 +174,46 @@ def summary_metrics(labels: ArrayLike, probabilities: ArrayLike, threshold: floa
         "threshold": float(threshold),
         **{k: float(v) for k, v in threshold_metrics(y, p, threshold).items()},
     }
+
+
+def bootstrap_interval(
+    labels: ArrayLike,
+    scores: ArrayLike,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    groups: ArrayLike | None = None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `metric(labels, scores)`.
+
+    Without `groups`, samples are drawn with replacement. With `groups` (one key per sample, e.g. the
+    person a clip shows), whole groups are drawn: clips of one person share that person's offset, so
+    they are not independent evidence, and resampling them one by one would give a falsely narrow
+    interval. Resamples holding one class only are redrawn (ranking metrics need both).
+    Raises ValueError when the data have one class, or fewer than 2 groups.
+    """
+    y, s = _inputs(labels, scores)
+    _both_classes(y, "a bootstrap interval")
+    keys = np.arange(y.size) if groups is None else np.asarray(groups).ravel()
+    if keys.shape != y.shape:
+        raise ValueError(f"groups must have one key per sample, got {keys.size} for {y.size}")
+    unique, members = np.unique(keys, return_inverse=True)
+    if unique.size < 2:
+        raise ValueError("a bootstrap over groups needs at least 2 groups")
+    rows_of = [np.flatnonzero(members == g) for g in range(unique.size)]
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    # Redraws are bounded: with few groups, some may hold one class only, but not every draw can.
+    for _ in range(20 * resamples):
+        if len(values) == resamples:
+            break
+        rows = np.concatenate([rows_of[g] for g in rng.integers(0, unique.size, unique.size)])
+        if y[rows].min() != y[rows].max():
+            values.append(metric(y[rows], s[rows]))
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def metrics_by_group(

@@ -30,10 +30,13 @@ from tqdm import tqdm
 
 from dfguard.config import EvaluateConfig, save_resolved
 from dfguard.evaluation.metrics import (
+    bootstrap_interval,
     confusion_matrix,
+    expected_calibration_error,
     metrics_by_group,
     precision_recall_curve,
     reliability_data,
+    roc_auc,
     roc_curve,
     summary_metrics,
 )
@@ -50,6 +53,7 @@ FACES_NAME = "faces.parquet"
 METRICS_NAME = "metrics.json"
 VIDEOS_NAME = "videos.parquet"
 SCORE_BATCH = 256  # crops read and scored per step: bounds memory on large splits
+INTERVAL_LEVEL, INTERVAL_RESAMPLES = 0.95, 1000
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,31 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         "by_compression": _groups(videos, "compression", "grouped", threshold),
         "by_identity": (by_identity := _groups(videos, "identity", "grouped", threshold)),
         "within_identity_auc": _mean_defined([group["auc"] for group in by_identity.values()]),
+        "video_interval": _intervals(y, p, videos["identity"].to_numpy()),
     }
     (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     videos.to_parquet(out / VIDEOS_NAME, index=False)
     _plots(out, y, p, videos, threshold)
     save_resolved(cfg, out)
     return EvaluateResult(out, metrics)
+
+
+def _intervals(y: np.ndarray, p: np.ndarray, identities: np.ndarray) -> dict[str, Any] | None:
+    """95% bootstrap intervals of the video AUC and ECE: resampling videos, and resampling whole people
+    (the honest one when a split holds few people: their clips share an offset). None with one class."""
+    if y.min() == y.max():
+        return None
+    groupings: dict[str, np.ndarray | None] = {"videos": None}
+    if len(set(identities) - {"unknown"}) > 1:
+        groupings["identities"] = identities
+    intervals: dict[str, Any] = {"level": INTERVAL_LEVEL, "resamples": INTERVAL_RESAMPLES, "identities": None}
+    for name, groups in groupings.items():
+        bounds = {}
+        for metric, function in (("auc", roc_auc), ("ece", expected_calibration_error)):
+            low, high = bootstrap_interval(y, p, function, groups, INTERVAL_RESAMPLES, INTERVAL_LEVEL)
+            bounds |= {f"{metric}_low": round(low, 6), f"{metric}_high": round(high, 6)}
+        intervals[name] = bounds
+    return intervals
 
 
 def _manifest_columns(manifest_path: str, video_ids: pd.Series, columns: list[str]) -> pd.DataFrame:
