@@ -95,6 +95,11 @@ class TrainConfig:
     checkpoint_dir: str = "models/checkpoints"  # outside out_dir: checkpoints are not the model
     model: str = "efficientnet_lite0"
     input_size: int = 128  # crops are resized to this; recorded in the model's preset
+    # Clip models (`temporal`): the frame model whose backbone reads each face, how its features are
+    # pooled over time ("lstm" or "attention"), and the consecutive faces of a track per training clip.
+    frame_model: str = "efficientnet_lite0"
+    pooling: str = "lstm"
+    clip_length: int = 8
     sbi: bool = True  # self-blended fakes made on the fly from real faces
     use_dataset_fakes: bool = True  # False: reals + self-blends only (generalises to unseen methods)
     sbi_share: float = 0.5  # share of the fakes drawn that are self-blends, when both kinds are used
@@ -108,8 +113,8 @@ class TrainConfig:
     epochs: int = 8
     frozen_epochs: int = 1  # head-only warm-up epochs, backbone weights and BatchNorm frozen
     warmup_fraction: float = 0.1  # of all steps, linear learning-rate warm-up before the cosine decay
-    batch_size: int = 32
-    samples_per_epoch: int = 1536  # class-balanced draws per epoch (the train split has ~4000 faces)
+    batch_size: int = 32  # faces per batch (a clip model's batch: batch_size // clip_length clips)
+    samples_per_epoch: int = 1536  # class-balanced faces per epoch (the train split has ~4000)
     patience: int = 3  # epochs without a better validation video AUC before stopping
     seed: int = 7
     device: str = ""  # "" uses CUDA when present, else the CPU

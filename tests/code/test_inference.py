@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.special import expit
 
 from dfguard.calibration import UNCERTAIN, Calibrator
@@ -25,7 +26,9 @@ from dfguard.inference.predictor import (
     UNREADABLE,
     Predictor,
 )
-from dfguard.models import get_model, save_detector
+from dfguard.inference.scoring import track_clip_logits
+from dfguard.models import Detector, get_model, save_detector
+from dfguard.transforms import to_batch
 
 
 def _with_config(model_dir: Path, out: Path, **changes: object) -> Path:
@@ -142,8 +145,44 @@ def test_model_folders_the_predictor_cannot_serve_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match="contract"):
         Predictor.load(_with_config(trained_detector[1], tmp_path / "no-contract", contract=None))
+
+
+def _clip_model() -> Detector:
+    return get_model("temporal", frame_model={"name": "small_cnn", "kwargs": {"widths": [4, 8]}}).eval()
+
+
+def test_a_clip_model_judges_the_face_track_as_one_clip(inference_media: Path, tmp_path: Path) -> None:
     contract = PreprocessingContract.from_config(ExtractConfig())
-    clip_model = get_model("temporal", frame_model={"name": "small_cnn", "kwargs": {"widths": [4, 8]}})
-    folder = save_detector(clip_model, tmp_path / "temporal", {"contract": contract.to_dict()})
-    with pytest.raises(ValueError, match="clip model"):
-        Predictor.load(folder)
+    model = _clip_model()
+    folder = save_detector(model, tmp_path / "temporal", {"contract": contract.to_dict()})
+    prediction = Predictor.load(folder).predict(inference_media / "face.mp4")
+    assert prediction.judged and len(prediction.faces) == len(prediction.crops) >= MIN_VIDEO_FRAMES
+    assert len({face.track_id for face in prediction.faces}) == 1, "one person on screen"
+    in_frame_order = np.argsort([face.frame_index for face in prediction.faces], kind="stable")
+    clip = to_batch([prediction.crops[i] for i in in_frame_order], model.preset).unsqueeze(0)
+    single = to_batch(prediction.crops, model.preset).unsqueeze(1)
+    with torch.no_grad():
+        assert prediction.logit == pytest.approx(model(clip).logits.item(), abs=1e-5)
+        # Per-face scores are the model's view of each face alone (uncalibrated here: sigmoid).
+        alone = expit(model(single).logits.numpy())
+    assert [face.probability for face in prediction.faces] == pytest.approx(alone, abs=1e-5)
+
+
+def test_a_video_is_as_suspicious_as_its_most_suspicious_track() -> None:
+    model = _clip_model()
+    rng = np.random.default_rng(4)
+    crops = [rng.integers(0, 256, (40, 40, 3), np.uint8) for _ in range(5)]
+    faces = pd.DataFrame(
+        {"video_id": ["v", "v", "v", "v", "w"], "track_id": [0, 1, 0, 1, 0], "frame": [1, 0, 0, 1, 0]}
+    )
+    logits = track_clip_logits(model, faces, lambda row: crops[row])
+
+    def clip_logit(rows: list[int]) -> float:
+        with torch.no_grad():
+            return model(to_batch([crops[r] for r in rows], model.preset).unsqueeze(0)).logits.item()
+
+    # Track 0 of v is rows 2 then 0 in frame order; track 1 is rows 1 then 3.
+    assert logits["v"] == pytest.approx(max(clip_logit([2, 0]), clip_logit([1, 3])), abs=1e-6)
+    assert logits["w"] == pytest.approx(clip_logit([4]), abs=1e-6)
+    with pytest.raises(ValueError, match="not a clip model"):
+        track_clip_logits(get_model("small_cnn"), faces, lambda row: crops[row])

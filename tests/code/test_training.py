@@ -12,10 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dfguard.config import TrainConfig
+from dfguard.config import EvaluateConfig, TrainConfig
+from dfguard.evaluation.run import run_evaluate
 from dfguard.faces.contract import PreprocessingContract
+from dfguard.faces.crops import read_crop
 from dfguard.models import load_detector
 from dfguard.training.run import train_detector
+from dfguard.transforms import to_batch
 
 
 @pytest.fixture
@@ -119,7 +122,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(faces_dir: Path
         ({"sbi_share": 1.5}, "sbi_share"),
         ({"loss": "hinge"}, "loss"),
         ({"batch_size": 7}, "even"),
-        ({"model": "temporal"}, "frame detectors"),
+        ({"model": "ensemble"}, "frame detectors and clip models"),
+        ({"model": "temporal", "frame_model": "small_cnn", "clip_length": 5}, "even number of draws"),
+        ({"clip_length": 0}, "clip_length"),
     ],
 )
 def test_bad_settings_are_refused(faces_dir: Path, tmp_path: Path, change: dict, message: str) -> None:
@@ -135,3 +140,39 @@ def test_missing_dataset_and_one_class_validation_are_clear_errors(faces_dir: Pa
     faces.to_parquet(faces_dir / "faces.parquet", index=False)
     with pytest.raises(ValueError, match="validation split"):
         train_detector(_cfg(faces_dir, tmp_path), progress=False)
+
+
+def test_a_clip_model_trains_on_clips_and_evaluates_as_validated(faces_dir: Path, tmp_path: Path) -> None:
+    settings = {"model": "temporal", "frame_model": "small_cnn", "clip_length": 2, "pooling": "attention"}
+    cfg = _cfg(faces_dir, tmp_path, **settings)
+    result = train_detector(cfg, progress=False)
+    model, config = load_detector(result.model_dir)
+    assert model.clip_model and config["aggregation"] == {"frames": "clip"}
+    kwargs = config["model"]["kwargs"]
+    assert kwargs["pooling"] == "attention" and kwargs["frame_model"]["name"] == "small_cnn"
+    assert config["preset"]["input_size"] == 32
+
+    # Evaluation scores each video as one clip of its faces, which is what training selected on.
+    evaluated = run_evaluate(
+        EvaluateConfig(
+            model_dir=str(result.model_dir),
+            faces_dir=str(faces_dir),
+            manifest_path="",
+            split="val",
+            out_dir=str(tmp_path / "eval"),
+        ),
+        progress=False,
+    )
+    assert evaluated.metrics["video_uncalibrated"]["auc"] == pytest.approx(result.val_video_auc, abs=1e-4)
+    videos = pd.read_parquet(tmp_path / "eval" / "videos.parquet").set_index("video_id")
+    faces = pd.read_parquet(faces_dir / "faces.parquet")
+    clip = faces[faces["video_id"] == "val1"].sort_values("frame")
+    crops = [read_crop(faces_dir / crop) for crop in clip["crop"]]
+    with torch.no_grad():
+        direct = model.eval()(to_batch(crops, model.preset).unsqueeze(0)).logits.item()
+    assert videos.loc["val1", "logit"] == pytest.approx(direct, abs=1e-5)
+    with pytest.raises(ValueError, match="clip model"):
+        run_evaluate(
+            EvaluateConfig(model_dir=str(result.model_dir), faces_dir=str(faces_dir), aggregation="max"),
+            progress=False,
+        )

@@ -12,17 +12,19 @@ import pytest
 import torch
 
 from dfguard.config import TrainConfig
+from dfguard.faces.crops import read_crop
 from dfguard.training.data import (
     DATASET_FAKE,
     NO_PARTNER,
     REAL,
     SELF_BLEND,
     TrainingFaces,
+    clip_rows,
     epoch_draws,
     load_faces,
     real_partners,
 )
-from dfguard.transforms import AugmentConfig, Preset
+from dfguard.transforms import AugmentConfig, Preset, resize, to_batch
 
 
 @pytest.fixture
@@ -118,3 +120,44 @@ def test_blend_maps_mark_the_pasted_region_and_mirror_with_the_image(faces_dir: 
         assert torch.equal(flipped_image, image.flip(-1))
         assert torch.equal(flipped_map, blend_map.flip(-1))
     assert {SELF_BLEND, DATASET_FAKE} <= set(kinds)
+
+
+def test_clip_rows_are_consecutive_faces_of_one_track() -> None:
+    faces = pd.DataFrame({"video_id": ["a"] * 5 + ["b"] * 2, "track_id": 0, "frame": [4, 0, 3, 1, 2, 7, 5]})
+    clips = clip_rows(faces, 3)
+    # Video a in frame order is rows 1, 3, 4, 2, 0; a clip starting near its end is moved earlier.
+    assert clips[1].tolist() == [1, 3, 4] and clips[3].tolist() == [3, 4, 2]
+    assert clips[2].tolist() == clips[0].tolist() == [4, 2, 0]
+    # Video b has two faces (rows 6, 5 in frame order): its last one is repeated.
+    assert clips[6].tolist() == clips[5].tolist() == [6, 5, 5]
+    with pytest.raises(ValueError, match="at least one face"):
+        clip_rows(faces, 0)
+
+
+def test_clip_draws_apply_one_blend_and_augmentation_to_all_their_faces(faces_dir: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    cfg = TrainConfig(samples_per_epoch=64, use_dataset_fakes=False)
+    no_augmentation = AugmentConfig(p_flip=0, p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
+    partners = np.full(len(faces), NO_PARTNER)
+    clips = TrainingFaces(faces, partners, cfg, Preset(48), no_augmentation, 1.3, clip_length=3)
+    assert len(clips) == 20, "samples_per_epoch counts faces: 64 faces make 10 pairs of 3-face clips"
+    rows_of = clip_rows(faces, 3)
+    for position, (kind, row) in enumerate(clips.draws(0)):
+        images, target, maps = clips[(0, position)]
+        assert images.shape == (3, 3, 48, 48) and maps.shape == (3, 48, 48)
+        if kind == REAL:
+            frames = [resize(read_crop(faces.crop_path[r]), 48) for r in rows_of[row]]
+            assert target == 0 and torch.allclose(images, to_batch(frames, Preset(48)))
+        else:
+            assert target == 1 and maps[0].max() > 0
+            assert torch.equal(maps[0], maps[1]) and torch.equal(maps[1], maps[2])
+    flipping = TrainingFaces(faces, partners, cfg, Preset(48), replace(no_augmentation, p_flip=0.5), 1.3, 3)
+    mirrored_clips = 0
+    for position in range(len(clips)):
+        images, plain = flipping[(1, position)][0], clips[(1, position)][0]
+        if torch.equal(images, plain):
+            continue
+        # Mirrored as a whole, never face by face.
+        assert torch.equal(images, torch.flip(plain, dims=[-1]))
+        mirrored_clips += 1
+    assert 0 < mirrored_clips < len(clips)

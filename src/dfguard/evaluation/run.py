@@ -86,17 +86,24 @@ def score_split(
     return faces
 
 
-def video_table(predictor: Predictor, faces: pd.DataFrame) -> pd.DataFrame:
-    """One row per video: target, method, the aggregated logit."""
-    return predictor.video_logits(faces, carry=("target", "method")).reset_index()
+def video_table(predictor: Predictor, faces: pd.DataFrame, faces_dir: str | Path) -> pd.DataFrame:
+    """One row per video of `score_split`'s table: target, method, the aggregated logit."""
+    folder = Path(faces_dir)
+    return predictor.video_logits(
+        faces,
+        carry=("target", "method"),
+        load_crop=lambda row: read_crop(folder / faces.at[row, "crop"]),
+    ).reset_index()
 
 
 def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     predictor = Predictor.load(cfg.model_dir)
     if cfg.aggregation:
+        if predictor.model.clip_model:
+            raise ValueError(f"{cfg.model_dir} holds a clip model: it judges whole clips, not frames")
         predictor.aggregation = {"frames": cfg.aggregation}
     faces = score_split(predictor, cfg.faces_dir, cfg.split, progress)
-    videos = video_table(predictor, faces)
+    videos = video_table(predictor, faces, cfg.faces_dir)
     from_manifest = _manifest_columns(
         cfg.manifest_path, videos["video_id"], ["compression", "target_identity"]
     )

@@ -1,10 +1,11 @@
 """`dfguard bench detect`: the latency of `dfguard detect` on a 10 s 640x360 clip with the model warm,
 split into decode, faces and classification; the classifier's throughput alone; and a table of the
-registered frame detectors (parameters, faces/s on this machine's CPU, and the test split's video AUC
-and ECE for each trained model folder supplied)."""
+registered frame detectors and the clip model (parameters, faces/s on this machine's CPU, and the test
+split's video AUC and ECE for each trained model folder supplied)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import tempfile
@@ -22,13 +23,14 @@ from dfguard.evaluation.run import run_evaluate
 from dfguard.faces.crops import read_crop
 from dfguard.faces.frames import read_sampled
 from dfguard.inference.predictor import Predictor
-from dfguard.inference.scoring import score_crops
+from dfguard.inference.scoring import score_crops, track_clip_logits
 from dfguard.media import write_video
-from dfguard.models import get_model
+from dfguard.models import Detector, get_model
 from dfguard.models.weights import initial_weights_skipped
 
 CLIP_SECONDS, CLIP_FPS = 10, 25
 FRAME_MODELS = ("efficientnet_lite0", "blend_map", "mobilenet_v2", "resnet50", "small_cnn")
+CLIP_MODEL, CLIP_FRAME_MODEL = "temporal", "efficientnet_lite0"  # the clip model over the default backbone
 
 
 def make_clip(source: Path, out: Path) -> Path:
@@ -41,11 +43,18 @@ def make_clip(source: Path, out: Path) -> Path:
     return out
 
 
-def classifier_faces_per_second(model: torch.nn.Module, crops: list[np.ndarray], repeats: int = 3) -> float:
+def classifier_faces_per_second(model: Detector, crops: list[np.ndarray], repeats: int = 3) -> float:
+    """Faces scored per second: in batches of 32 by a frame model; by a clip model, as clips of 16 faces
+    (one track each), as it judges videos."""
+    if model.clip_model:
+        tracks = pd.DataFrame({"video_id": np.arange(len(crops)) // 16, "frame": np.arange(len(crops))})
+        score = functools.partial(track_clip_logits, model, tracks, crops.__getitem__)
+    else:
+        score = functools.partial(score_crops, model, crops, batch_size=32)
     score_crops(model, crops[:8])  # warm-up: first calls allocate and pick kernels
     started = time.perf_counter()
     for _ in range(repeats):
-        score_crops(model, crops, batch_size=32)
+        score()
     return repeats * len(crops) / (time.perf_counter() - started)
 
 
@@ -112,10 +121,10 @@ def _model_table(
     crops: list[np.ndarray], test_metrics: dict[tuple[str, int], dict[str, float | None]]
 ) -> list[dict[str, Any]]:
     rows = []
-    for name in FRAME_MODELS:
+    for name in (*FRAME_MODELS, CLIP_MODEL):
         for size in sorted({128, 224} | {s for n, s in test_metrics if n == name}):
             with initial_weights_skipped():  # speed does not depend on the weights' values
-                model = get_model(name, input_size=size).eval()
+                model = _untrained(name, size)
             rows.append(
                 {
                     "model": name,
@@ -126,6 +135,13 @@ def _model_table(
                 }
             )
     return rows
+
+
+def _untrained(name: str, input_size: int) -> Detector:
+    if name == CLIP_MODEL:
+        frame_model = {"name": CLIP_FRAME_MODEL, "kwargs": {"input_size": input_size}}
+        return get_model(name, frame_model=frame_model).eval()
+    return get_model(name, input_size=input_size).eval()
 
 
 def format_figures(figures: dict[str, Any]) -> str:

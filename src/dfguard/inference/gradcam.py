@@ -1,5 +1,5 @@
-"""Grad-CAM (Selvaraju et al. 2017) for frame detectors: where in a face crop the evidence for the model's
-call lies.
+"""Grad-CAM (Selvaraju et al. 2017): where in a face crop the evidence for the model's call lies (a clip
+model reads each crop as a clip of one face).
 
 The heat map is the last convolution's activations weighted by the mean gradient of the predicted
 class's score with respect to each channel, kept where positive, upsampled to the crop. With one
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfguard.models.base import Detector
+from dfguard.models.base import Detector, single_face_input
 from dfguard.transforms import to_batch
 
 
@@ -42,7 +42,7 @@ def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> n
     try:
         batch = to_batch(crops, model.preset).to(device).requires_grad_(True)
         with torch.enable_grad():
-            logits = model(batch).logits
+            logits = model(single_face_input(model, batch)).logits
             logits.abs().sum().backward()  # d|z|/dz is the sign: the predicted class's score
     finally:
         handle.remove()

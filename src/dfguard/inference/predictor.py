@@ -5,7 +5,9 @@ It applies the model's own recorded preprocessing contract (frames per video, fa
 thresholds, alignment, margin, crop size) and aggregation rule, so a model is always fed the way it was
 trained and evaluated. A video's score: faces -> the most suspicious face per frame (max) -> frames
 aggregated by the model's rule (mean, max or confident frames) -> a logit -> temperature-scaled
-probability -> FAKE / REAL / UNCERTAIN. When it cannot judge, the verdict is a status instead.
+probability -> FAKE / REAL / UNCERTAIN. A clip model (`temporal`) reads each face track as one clip
+instead, and the video takes its most suspicious track. When it cannot judge, the verdict is a status
+instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,9 @@ from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import read_sampled
-from dfguard.inference.scoring import score_crops
+from dfguard.inference.scoring import score_crops, track_clip_logits
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
-from dfguard.models.temporal import TemporalDetector
 from dfguard.runtime import torch_threads
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
@@ -104,8 +106,6 @@ class Predictor:
         if not (self.model_dir / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{self.model_dir} is not a model folder: it has no {CONFIG_NAME}")
         model, config = load_detector(self.model_dir)
-        if isinstance(model, TemporalDetector):
-            raise ValueError(f"{self.model_dir} holds a clip model: the predictor scores single face crops")
         self.model = model.to(self.device).eval()
         self.config = config
         if "contract" not in config:
@@ -138,12 +138,27 @@ class Predictor:
         """Logits and features of aligned crops (uint8 BGR, as the face dataset stores them)."""
         return score_crops(self.model, crops, device=self.device)
 
-    def video_logits(self, faces: pd.DataFrame, carry: tuple[str, ...] = ()) -> pd.DataFrame:
-        """Per-video logits from a table of face logits (columns video_id, frame, logit): the most
-        suspicious face per frame, then the frames by the model's aggregation rule."""
+    def video_logits(
+        self,
+        faces: pd.DataFrame,
+        carry: tuple[str, ...] = (),
+        load_crop: Callable[[int], np.ndarray] | None = None,
+    ) -> pd.DataFrame:
+        """Per-video logits from a table of face logits (columns video_id, frame, logit).
+
+        A frame model: the most suspicious face per frame, then the frames by the model's aggregation
+        rule. A clip model judges each face track as one clip instead (`track_clip_logits`: the table
+        also needs track_id, and `load_crop(index label)` gives a row's crop)."""
         table = faces.assign(probability=expit(faces["logit"].to_numpy(np.float64)))
-        videos = aggregate_video_scores(table, self.aggregation.get("frames", "mean"), carry=carry)
-        videos["logit"] = logit(np.clip(videos["probability"].to_numpy(np.float64), 1e-7, 1 - 1e-7))
+        rule = "mean" if self.model.clip_model else self.aggregation.get("frames", "mean")
+        videos = aggregate_video_scores(table, rule, carry=carry)
+        if self.model.clip_model:
+            if load_crop is None:
+                raise ValueError("a clip model judges a video from its face crops: pass load_crop")
+            clips = track_clip_logits(self.model, faces, load_crop, self.device)
+            videos["logit"] = videos["video_id"].map(clips)
+        else:
+            videos["logit"] = logit(np.clip(videos["probability"].to_numpy(np.float64), 1e-7, 1 - 1e-7))
         return videos.drop(columns="probability")
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
@@ -217,9 +232,16 @@ class Predictor:
             logits, features = self.score_crops([face.crop for face in media.faces])
         face_probs = self.calibrated(logits)
         table = pd.DataFrame(
-            {"video_id": 0, "frame": [face.frame_index for face in media.faces], "logit": logits}
+            {
+                "video_id": 0,
+                "frame": [face.frame_index for face in media.faces],
+                "track_id": [face.track_id for face in media.faces],
+                "logit": logits,
+            }
         )
-        video_logit = float(self.video_logits(table)["logit"].iloc[0])
+        with timed(seconds, "classify"), torch_threads(self.threads):
+            videos = self.video_logits(table, load_crop=lambda row: media.faces[row].crop)
+        video_logit = float(videos["logit"].iloc[0])
         probability = float(self.calibrated(np.array([video_logit]))[0])
         # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
         frame_logits = table.groupby("frame", sort=True)["logit"].max()

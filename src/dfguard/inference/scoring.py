@@ -1,15 +1,20 @@
 """Batched scoring of face crops by a detector: what training's validation, evaluation, calibration and
-the predictor share, so every one of them feeds a model exactly the same way."""
+the predictor share, so every one of them feeds a model exactly the same way.
+
+A clip model scores a single crop as a clip of one face (its per-frame view); `track_clip_logits` gives
+its real, clip-level judgement of a video.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dfguard.faces.crops import read_crop
-from dfguard.models.base import Detector
+from dfguard.models.base import Detector, single_face_input
 from dfguard.transforms import to_batch
 
 
@@ -23,7 +28,7 @@ def score_crops(
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
             batch = to_batch(list(crops[start : start + batch_size]), model.preset).to(device)
-            out = model(batch)
+            out = model(single_face_input(model, batch))
             logits.append(out.logits.float().cpu().numpy())
             features.append(out.features.float().cpu().numpy())
     model.train(was_training)
@@ -46,3 +51,28 @@ def score_crop_files(
     if not logits:
         return score_crops(model, [], batch_size, device)
     return np.concatenate(logits), np.concatenate(features)
+
+
+def track_clip_logits(
+    model: Detector, faces: pd.DataFrame, load_crop: Callable[[int], np.ndarray], device: str = "cpu"
+) -> pd.Series:
+    """One clip-model logit per video (indexed by video_id): each face track's crops, in frame order,
+    are one clip, and a video is as suspicious as its most suspicious track (one swapped face in a
+    crowd makes a fake). `faces` has columns video_id and frame, and track_id unless each video is one
+    track; `load_crop(label)` returns the crop of the row with that index label. Crops are loaded one
+    track at a time to bound memory."""
+    if not model.clip_model:
+        raise ValueError(f"{model.config.get('name', type(model).__name__)} is not a clip model")
+    keys = ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
+    logits: dict[object, float] = {}
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for key, track in faces.groupby(keys, sort=False):
+            video = key[0]
+            crops = [load_crop(label) for label in track.sort_values("frame").index]
+            clip = to_batch(crops, model.preset).unsqueeze(0).to(device)
+            logit = float(model(clip).logits.float().item())
+            logits[video] = max(logits.get(video, -np.inf), logit)
+    model.train(was_training)
+    return pd.Series(logits, name="logit", dtype=np.float64).rename_axis("video_id")

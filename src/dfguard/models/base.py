@@ -10,7 +10,7 @@ probability, and the feature vector the drift monitor compares between training 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ class Detector(nn.Module):
     head: nn.Module
     preset: Preset
     feature_dim: int
+    # True for models that read (B, T, 3, H, W) clips of one face over time; they also score a single
+    # face as a clip of one, which is how their per-frame scores are made.
+    clip_model: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,6 +73,12 @@ class Detector(nn.Module):
             # otherwise shift the ImageNet statistics while the weights that rely on them stay fixed.
             self.backbone.eval()
         return self
+
+
+def single_face_input(model: Detector, crops: torch.Tensor) -> torch.Tensor:
+    """A (B, 3, H, W) batch of single face crops in the shape `model` reads: a clip model gets B clips
+    of one face each."""
+    return crops.unsqueeze(1) if model.clip_model else crops
 
 
 def freeze_backbone(model: Detector, frozen: bool = True) -> None:

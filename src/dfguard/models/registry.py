@@ -34,11 +34,16 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_model(name: str, **cfg: Any) -> Detector:
-    """Build the detector registered as `name` with keyword settings `cfg`."""
+def model_class(name: str) -> type[Detector]:
+    """The class registered as `name` (what kind of input it reads, before building one)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
-    cls = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def get_model(name: str, **cfg: Any) -> Detector:
+    """Build the detector registered as `name` with keyword settings `cfg`."""
+    cls = model_class(name)
     try:
         bound = inspect.signature(cls).bind(**cfg)
     except TypeError as err:

@@ -42,6 +42,8 @@ class TemporalHead(nn.Module):
 class TemporalDetector(Detector):
     """Input (B, T, 3, H, W) clips of T aligned face crops, normalised by the frame model's preset."""
 
+    clip_model = True
+
     def __init__(
         self,
         frame_model: dict[str, Any] | None = None,

@@ -97,9 +97,12 @@ def real_partners(faces: pd.DataFrame, manifest_path: str | Path) -> np.ndarray:
     return partners
 
 
-def epoch_draws(faces: pd.DataFrame, partners: np.ndarray, cfg: TrainConfig, epoch: int) -> list[Draw]:
-    """`cfg.samples_per_epoch // 2` (real, fake) pairs for one epoch, flattened: positions 2k and 2k+1
-    hold pair k. Within the fakes, self-blends are drawn `cfg.sbi_share` of the time."""
+def epoch_draws(
+    faces: pd.DataFrame, partners: np.ndarray, cfg: TrainConfig, epoch: int, faces_per_draw: int = 1
+) -> list[Draw]:
+    """(real, fake) pairs for one epoch, flattened: positions 2k and 2k+1 hold pair k. There are
+    `draws_per_epoch(cfg, faces_per_draw) // 2` pairs; within the fakes, self-blends are drawn
+    `cfg.sbi_share` of the time."""
     targets = faces["target"].to_numpy()
     reals = np.flatnonzero(targets == 0)
     fakes = np.flatnonzero(targets == 1) if cfg.use_dataset_fakes else np.array([], np.int64)
@@ -108,7 +111,7 @@ def epoch_draws(faces: pd.DataFrame, partners: np.ndarray, cfg: TrainConfig, epo
     if len(fakes) == 0 and not cfg.sbi:
         raise ValueError("no fakes to train on: the train split has none and self-blends are off")
     rng = np.random.default_rng((cfg.seed, epoch, 1))
-    n_pairs = cfg.samples_per_epoch // 2
+    n_pairs = draws_per_epoch(cfg, faces_per_draw) // 2
     sbi_share = 1.0 if len(fakes) == 0 else (cfg.sbi_share if cfg.sbi else 0.0)
     is_sbi = rng.random(n_pairs) < sbi_share
     pairs = [((REAL, row), (SELF_BLEND, row)) for row in rng.choice(reals, int(is_sbi.sum())).tolist()]
@@ -122,6 +125,29 @@ def epoch_draws(faces: pd.DataFrame, partners: np.ndarray, cfg: TrainConfig, epo
             for real, fake in zip(real_rows.tolist(), fake_rows.tolist(), strict=True)
         ]
     return [draw for i in rng.permutation(len(pairs)) for draw in pairs[i]]
+
+
+def draws_per_epoch(cfg: TrainConfig, faces_per_draw: int = 1) -> int:
+    """`cfg.samples_per_epoch` counts faces, so a clip model (a draw is a clip of `faces_per_draw`
+    faces) gets fewer, longer draws for about the same work per epoch. Always whole pairs."""
+    return 2 * (cfg.samples_per_epoch // (2 * faces_per_draw))
+
+
+def clip_rows(faces: pd.DataFrame, length: int) -> np.ndarray:
+    """(N, length): for each row, the rows of `length` consecutive faces of its track (video_id and,
+    where present, track_id) in frame order, starting at that row, or earlier where the track ends
+    first. A track with fewer faces repeats its last one. `faces` must have a RangeIndex."""
+    if length < 1:
+        raise ValueError(f"a clip holds at least one face, got length {length}")
+    keys = ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
+    clips = np.empty((len(faces), length), np.int64)
+    for _, track in faces.groupby(keys, sort=False):
+        ordered = track.sort_values("frame").index.to_numpy()
+        padded = np.r_[ordered, np.repeat(ordered[-1], max(0, length - ordered.size))]
+        for position, row in enumerate(ordered):
+            start = min(position, padded.size - length)
+            clips[row] = padded[start : start + length]
+    return clips
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -140,7 +166,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 class TrainingFaces(Dataset):
     """(epoch, position) -> (image tensor, target, blend map), position indexing `epoch_draws` of that
-    epoch."""
+    epoch. With `clip_length` > 1 (clip models), a draw is the clip of that many consecutive faces
+    starting at the drawn face (`clip_rows`), and images and maps gain a time axis after the batch one."""
 
     def __init__(
         self,
@@ -150,26 +177,43 @@ class TrainingFaces(Dataset):
         preset: Preset,
         augment: AugmentConfig,
         margin: float,
+        clip_length: int = 1,
     ) -> None:
         self.faces, self.partners, self.cfg = faces[["crop_path", "target"]], partners, cfg
         self.preset, self.augment, self.margin = preset, augment, margin
+        self.clip_length = clip_length
+        self._clips = clip_rows(faces, clip_length) if clip_length > 1 else None
         self._no_flip = replace(augment, p_flip=0.0)
         self._oval: np.ndarray | None = None
         self._epoch, self._draws = -1, []
 
     def draws(self, epoch: int) -> list[Draw]:
         if epoch != self._epoch:
-            self._epoch, self._draws = epoch, epoch_draws(self.faces, self.partners, self.cfg, epoch)
+            self._epoch = epoch
+            self._draws = epoch_draws(self.faces, self.partners, self.cfg, epoch, self.clip_length)
         return self._draws
 
     def __len__(self) -> int:
-        return 2 * (self.cfg.samples_per_epoch // 2)
+        return draws_per_epoch(self.cfg, self.clip_length)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(image, target, blend map): the map is the share of each input pixel that was pasted in, the
         target of models that also localise the manipulation (zeros for a real face)."""
         epoch, position = key
         kind, row = self.draws(epoch)[position]
+        target = torch.tensor(float(kind != REAL))
+        if self._clips is None:
+            image, blend_map = self._sample(kind, row, epoch, position)
+            return image, target, blend_map
+        # Every face of a clip gets the same blend and augmentation (their generators are seeded by
+        # the draw, not the face), as a manipulation is applied to a whole clip: what changes from face
+        # to face then comes from the video itself, not from augmentation noise.
+        faces = [self._sample(kind, clip_row, epoch, position) for clip_row in self._clips[row]]
+        images, maps = zip(*faces, strict=True)
+        return torch.stack(images), target, torch.stack(maps)
+
+    def _sample(self, kind: int, row: int, epoch: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One face of a draw: (image, blend map)."""
         crop = read_crop(self.faces["crop_path"].iat[row])
         size = self.preset.input_size
         if kind == SELF_BLEND:
@@ -189,7 +233,7 @@ class TrainingFaces(Dataset):
         if pair_rng.random() < self.augment.p_flip:
             crop, blend_map = hflip(crop), np.ascontiguousarray(blend_map[:, ::-1])
         image = train_transform(crop, self.preset, self._no_flip, pair_rng)
-        return image, torch.tensor(float(kind != REAL)), torch.from_numpy(blend_map)
+        return image, torch.from_numpy(blend_map)
 
     def _dataset_fake_map(self, size: int) -> np.ndarray:
         """Where a dataset fake was pasted is not recorded; face manipulations replace the inner face,

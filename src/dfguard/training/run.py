@@ -5,7 +5,9 @@ new head does not wreck pretrained features with its first, large gradients), th
 with the backbone at a lower learning rate; AdamW, linear warm-up then cosine decay over all steps.
 After each epoch the model scores every validation face; the epoch with the best video-level AUC
 (mean of frame probabilities per video; validation loss breaks ties) is kept, and training stops after
-`patience` epochs without improvement. Data come in real/fake pairs (see `training.data`).
+`patience` epochs without improvement. Data come in real/fake pairs (see `training.data`). A clip model
+(`temporal`) trains on pairs of clips of `clip_length` consecutive faces and is validated on each video's
+faces as one clip, as the predictor will judge it.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from tqdm import tqdm
 from dfguard.config import TrainConfig, save_resolved
 from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.plots import plot_history
-from dfguard.inference.scoring import score_crop_files
-from dfguard.models import get_model
+from dfguard.faces.crops import read_crop
+from dfguard.inference.scoring import score_crop_files, track_clip_logits
+from dfguard.models import get_model, model_class
 from dfguard.models.base import Detector, FrameDetector, freeze_backbone
 from dfguard.models.io import save_detector
 from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -90,6 +93,7 @@ def train_detector(
     contract = load_contract(cfg.faces_dir)
 
     model = _build_model(cfg).to(device)
+    faces_per_draw = _faces_per_draw(cfg)
     optimizer = torch.optim.AdamW(
         [
             {"params": list(model.head_parameters()), "lr": cfg.lr},
@@ -101,12 +105,18 @@ def train_detector(
     has_partner = partners[train_faces["target"].to_numpy() == 1] != NO_PARTNER
     log.info("%d of %d train fakes paired with their original frame", has_partner.sum(), has_partner.size)
     dataset = TrainingFaces(
-        train_faces, partners, cfg, model.preset, scaled_augmentation(cfg.augment), contract.margin
+        train_faces,
+        partners,
+        cfg,
+        model.preset,
+        scaled_augmentation(cfg.augment),
+        contract.margin,
+        faces_per_draw,
     )
     sampler = EpochSampler(len(dataset))
     loader = DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size // faces_per_draw,
         sampler=sampler,
         drop_last=True,
         num_workers=cfg.workers,
@@ -192,7 +202,8 @@ def train_detector(
         extra_config={
             "contract": contract.to_dict(),
             "contract_hash": contract.hash,
-            "aggregation": {"frames": "mean"},
+            # A clip model judges each face track as one clip (the predictor's rule for clip models).
+            "aggregation": {"frames": "clip" if model.clip_model else "mean"},
             "training": {
                 "config": dataclasses.asdict(cfg),
                 "best_epoch": best["epoch"],
@@ -216,24 +227,39 @@ def train_detector(
 def _check(cfg: TrainConfig) -> None:
     if cfg.frozen_epochs >= cfg.epochs:
         raise ValueError("frozen_epochs must be fewer than epochs: the backbone would never be tuned")
-    if cfg.batch_size < 2 or cfg.batch_size % 2 or cfg.samples_per_epoch < cfg.batch_size:
+    if cfg.clip_length < 1:
+        raise ValueError(f"clip_length must be at least 1, got {cfg.clip_length}")
+    draws_per_batch = cfg.batch_size // _faces_per_draw(cfg)
+    if draws_per_batch < 2 or draws_per_batch % 2 or cfg.samples_per_epoch < cfg.batch_size:
         raise ValueError(
-            "batch_size must be even (batches hold whole real/fake pairs), at most samples_per_epoch"
+            "batch_size must hold an even number of draws (whole real/fake pairs of faces, or of clips "
+            f"of clip_length faces for a clip model; {draws_per_batch} here), at most samples_per_epoch"
         )
     if not 0.0 <= cfg.sbi_share <= 1.0:
         raise ValueError(f"sbi_share must be within [0, 1], got {cfg.sbi_share}")
 
 
-def _build_model(cfg: TrainConfig) -> FrameDetector:
-    """The data are single face crops, so only frame detectors (clip models such as `temporal` take
-    (B, T, 3, H, W) clips) can be trained here."""
-    not_frame_model = f"train_detector trains frame detectors on face crops; {cfg.model!r} is not one"
+def _faces_per_draw(cfg: TrainConfig) -> int:
+    return cfg.clip_length if model_class(cfg.model).clip_model else 1
+
+
+def _build_model(cfg: TrainConfig) -> Detector:
+    """A frame detector, or a clip model (`temporal`) over `cfg.frame_model`'s backbone: the models
+    whose input a face dataset's crops (and their tracks) can provide."""
+    unsupported = f"train_detector trains frame detectors and clip models; {cfg.model!r} is neither"
+    frame_settings = {"input_size": cfg.input_size, "channels_last": cfg.channels_last}
     try:
-        model = get_model(cfg.model, input_size=cfg.input_size, channels_last=cfg.channels_last)
+        if model_class(cfg.model).clip_model:
+            return get_model(
+                cfg.model,
+                frame_model={"name": cfg.frame_model, "kwargs": frame_settings},
+                pooling=cfg.pooling,
+            )
+        model = get_model(cfg.model, **frame_settings)
     except ValueError as err:
-        raise ValueError(f"{not_frame_model}: {err}") from err
+        raise ValueError(f"{unsupported}: {err}") from err
     if not isinstance(model, FrameDetector):
-        raise ValueError(not_frame_model)
+        raise ValueError(unsupported)
     return model
 
 
@@ -266,17 +292,26 @@ def _train_epoch(
 
 
 def validation_metrics(model: Detector, faces: pd.DataFrame, device: str = "cpu") -> dict[str, float]:
-    """Loss, frame AUC and video AUC (mean probability per video) of `model` on the faces given."""
+    """Loss, frame AUC and video AUC of `model` on the faces given. A frame model's video score is the
+    mean probability of its frames; a clip model's is its judgement of each track as one clip."""
     logits, _ = score_crop_files(model, faces["crop_path"].tolist(), device=device)
-    return metrics_of_logits(logits, faces)
+    clips = None
+    if model.clip_model:
+        clips = track_clip_logits(model, faces, lambda row: read_crop(faces.at[row, "crop_path"]), device)
+    return metrics_of_logits(logits, faces, clips)
 
 
-def metrics_of_logits(logits: np.ndarray, faces: pd.DataFrame) -> dict[str, float]:
-    """`validation_metrics` of face logits already computed, one per row of `faces`."""
+def metrics_of_logits(
+    logits: np.ndarray, faces: pd.DataFrame, video_logits: pd.Series | None = None
+) -> dict[str, float]:
+    """`validation_metrics` of face logits already computed, one per row of `faces`; `video_logits`
+    (indexed by video_id) replaces the mean of each video's frames as its score where given."""
     targets = faces["target"].to_numpy()
     probability = 1.0 / (1.0 + np.exp(-logits))
     per_video = pd.DataFrame({"video_id": faces["video_id"], "p": probability, "y": targets})
     videos = per_video.groupby("video_id").agg(p=("p", "mean"), y=("y", "first"))
+    if video_logits is not None:
+        videos["p"] = 1.0 / (1.0 + np.exp(-video_logits.reindex(videos.index).to_numpy()))
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
         torch.from_numpy(logits).double(), torch.from_numpy(targets).double()
     )
