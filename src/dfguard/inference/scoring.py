@@ -53,6 +53,12 @@ def score_crop_files(
     return np.concatenate(logits), np.concatenate(features)
 
 
+def track_keys(faces: pd.DataFrame) -> list[str]:
+    """The columns that name a face track: video_id and track_id, or video_id alone in tables of one
+    track per video (a face dataset's subject faces made without tracking)."""
+    return ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
+
+
 def track_clip_logits(
     model: Detector, faces: pd.DataFrame, load_crop: Callable[[int], np.ndarray], device: str = "cpu"
 ) -> pd.Series:
@@ -63,12 +69,11 @@ def track_clip_logits(
     track at a time to bound memory."""
     if not model.clip_model:
         raise ValueError(f"{model.config.get('name', type(model).__name__)} is not a clip model")
-    keys = ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
     logits: dict[object, float] = {}
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for key, track in faces.groupby(keys, sort=False):
+        for key, track in faces.groupby(track_keys(faces), sort=False):
             video = key[0]
             crops = [load_crop(label) for label in track.sort_values("frame").index]
             clip = to_batch(crops, model.preset).unsqueeze(0).to(device)

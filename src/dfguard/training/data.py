@@ -30,6 +30,7 @@ from dfguard.corpus.manipulate import face_oval_mask
 from dfguard.faces.align import template_points
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
+from dfguard.inference.scoring import track_keys
 from dfguard.training.sbi import self_blend
 from dfguard.transforms import AugmentConfig, Preset, hflip, resize, train_transform
 
@@ -139,9 +140,8 @@ def clip_rows(faces: pd.DataFrame, length: int) -> np.ndarray:
     first. A track with fewer faces repeats its last one. `faces` must have a RangeIndex."""
     if length < 1:
         raise ValueError(f"a clip holds at least one face, got length {length}")
-    keys = ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
     clips = np.empty((len(faces), length), np.int64)
-    for _, track in faces.groupby(keys, sort=False):
+    for _, track in faces.groupby(track_keys(faces), sort=False):
         ordered = track.sort_values("frame").index.to_numpy()
         padded = np.r_[ordered, np.repeat(ordered[-1], max(0, length - ordered.size))]
         for position, row in enumerate(ordered):
