@@ -100,6 +100,9 @@ class TrainConfig:
     frame_model: str = "efficientnet_lite0"
     pooling: str = "lstm"
     clip_length: int = 8
+    # A trained model folder to start from: the same model (fine-tuning) or, for a clip model, the frame
+    # model it is built on (its backbone). "" starts from the package's pretrained weights.
+    init_from: str = ""
     sbi: bool = True  # self-blended fakes made on the fly from real faces
     use_dataset_fakes: bool = True  # False: reals + self-blends only (generalises to unseen methods)
     sbi_share: float = 0.5  # share of the fakes drawn that are self-blends, when both kinds are used

@@ -23,6 +23,7 @@ from dfguard.models import (
 )
 from dfguard.models.ensemble import EnsembleDetector
 from dfguard.models.frame import SmallCNN
+from dfguard.models.io import start_from
 from dfguard.transforms import to_batch
 
 SIZE = 64
@@ -221,3 +222,21 @@ def test_resnet50_user_weights_load_and_are_not_needed_to_reload(tmp_path: Path)
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(model(x).logits, loaded(x).logits)
+
+
+def test_a_model_starts_from_a_saved_copy_of_itself_or_from_its_frame_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    saved = save_detector(get_model(TINY_CNN["name"], **TINY_CNN["kwargs"]), tmp_path / "frame")
+    source = load_detector(saved)[0].state_dict()
+    torch.manual_seed(1)  # other initial weights, so a copy is visible
+    same = get_model(TINY_CNN["name"], **TINY_CNN["kwargs"])
+    start_from(same, saved)
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in source.items())
+    clip = get_model("temporal", frame_model=TINY_CNN, hidden=8)
+    head_before = [p.clone() for p in clip.head.parameters()]
+    start_from(clip, saved)
+    backbone = {k.removeprefix("backbone."): v for k, v in source.items() if k.startswith("backbone.")}
+    assert all(torch.equal(clip.backbone.state_dict()[k], v) for k, v in backbone.items())
+    assert all(torch.equal(a, b) for a, b in zip(head_before, clip.head.parameters(), strict=True))
+    with pytest.raises(ValueError, match="can start the same model"):
+        start_from(get_model("small_cnn", widths=[8, 32]), saved)

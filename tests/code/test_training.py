@@ -176,3 +176,11 @@ def test_a_clip_model_trains_on_clips_and_evaluates_as_validated(faces_dir: Path
             EvaluateConfig(model_dir=str(result.model_dir), faces_dir=str(faces_dir), aggregation="max"),
             progress=False,
         )
+
+
+def test_training_refuses_to_start_from_an_unrelated_model(faces_dir: Path, tmp_path: Path) -> None:
+    first = train_detector(_cfg(faces_dir, tmp_path / "first"), progress=False)
+    with pytest.raises(ValueError, match="can start the same model"):
+        train_detector(
+            _cfg(faces_dir, tmp_path, input_size=48, init_from=str(first.model_dir)), progress=False
+        )

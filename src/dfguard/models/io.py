@@ -51,3 +51,20 @@ def load_detector(model_dir: str | Path) -> tuple[Detector, dict[str, Any]]:
         model = get_model(config["model"]["name"], **config["model"]["kwargs"])
     model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
     return model.eval(), config
+
+
+def start_from(model: Detector, model_dir: str | Path) -> None:
+    """Copy a saved detector's weights into `model` before training: all of them when it is the same
+    model with the same settings (fine-tuning), or its backbone when `model` is a clip model over that
+    frame model (two-stage training: the frame model has learnt the faces, the clip model learns time).
+    Raises ValueError when the saved model is neither."""
+    source, _ = load_detector(model_dir)
+    if source.config == model.config:
+        model.load_state_dict(source.state_dict())
+    elif model.clip_model and source.config == model.nested_configs().get("frame_model"):
+        model.backbone.load_state_dict(source.backbone.state_dict())
+    else:
+        raise ValueError(
+            f"{model_dir} holds {source.config['name']} with other settings: it can start the same model, "
+            f"or a clip model over it, not {model.config['name']}"
+        )

@@ -35,7 +35,7 @@ from dfguard.faces.crops import read_crop
 from dfguard.inference.scoring import score_crop_files, track_clip_logits
 from dfguard.models import get_model, model_class
 from dfguard.models.base import Detector, FrameDetector, freeze_backbone
-from dfguard.models.io import save_detector
+from dfguard.models.io import save_detector, start_from
 from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from dfguard.training.data import (
     FACES_NAME,
@@ -92,7 +92,10 @@ def train_detector(
         raise ValueError("the validation split needs real and fake faces to select a model on")
     contract = load_contract(cfg.faces_dir)
 
-    model = _build_model(cfg).to(device)
+    model = _build_model(cfg)
+    if cfg.init_from:
+        start_from(model, cfg.init_from)
+    model = model.to(device)
     faces_per_draw = _faces_per_draw(cfg)
     optimizer = torch.optim.AdamW(
         [
