@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from dfguard.evaluation.metrics import equal_error_rate, expected_calibration_er
 
 FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+log = logging.getLogger(__name__)
 
 
 def _binary_nll(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -128,6 +131,16 @@ def fit_calibrator(
     z = np.asarray(logits, np.float64).ravel()
     y = np.asarray(labels).astype(np.int64).ravel()
     temperature = fit_temperature(z, y)
+    if np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any():
+        # The best temperature may lie beyond the range searched: a model whose logits are that far
+        # off is usually overfitted, and a retrain is worth more than the rescaling.
+        log.warning(
+            "temperature %.3g is at the edge of the range searched %s: the model is far %s confident "
+            "than it is accurate on validation",
+            temperature,
+            TEMPERATURE_BOUNDS,
+            "more" if temperature > 1 else "less",
+        )
     before, after = expit(z), expit(z / temperature)
     _, threshold = equal_error_rate(y, after)
     margin, target_met = choose_band(after, y, threshold, target_accuracy, max_uncertain_fraction)

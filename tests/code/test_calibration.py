@@ -33,6 +33,17 @@ def test_temperature_recovers_the_overconfidence_factor() -> None:
     assert fit_temperature(logits, labels) == pytest.approx(5.0, rel=0.1)
 
 
+def test_a_temperature_at_the_edge_of_its_range_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    logits, labels = _overconfident(scale=50.0)
+    with caplog.at_level("WARNING", logger="dfguard.calibration"):
+        assert fit_calibrator(logits, labels).temperature == pytest.approx(20.0, rel=1e-3)
+    assert "far more confident" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dfguard.calibration"):
+        fit_calibrator(*_overconfident(scale=5.0))
+    assert caplog.text == ""
+
+
 def test_calibrator_lowers_ece_and_nll() -> None:
     logits, labels = _overconfident()
     cal = fit_calibrator(logits, labels)
