@@ -25,7 +25,7 @@ from dfguard.faces.frames import read_sampled
 from dfguard.inference.predictor import Predictor
 from dfguard.inference.scoring import score_crops, track_clip_logits
 from dfguard.media import write_video
-from dfguard.models import Detector, get_model
+from dfguard.models import Detector, crop_detector
 from dfguard.models.weights import initial_weights_skipped
 
 CLIP_SECONDS, CLIP_FPS = 10, 25
@@ -124,7 +124,7 @@ def _model_table(
     for name in (*FRAME_MODELS, CLIP_MODEL):
         for size in sorted({128, 224} | {s for n, s in test_metrics if n == name}):
             with initial_weights_skipped():  # speed does not depend on the weights' values
-                model = _untrained(name, size)
+                model = crop_detector(name, size, frame_model=CLIP_FRAME_MODEL).eval()
             rows.append(
                 {
                     "model": name,
@@ -135,13 +135,6 @@ def _model_table(
                 }
             )
     return rows
-
-
-def _untrained(name: str, input_size: int) -> Detector:
-    if name == CLIP_MODEL:
-        frame_model = {"name": CLIP_FRAME_MODEL, "kwargs": {"input_size": input_size}}
-        return get_model(name, frame_model=frame_model).eval()
-    return get_model(name, input_size=input_size).eval()
 
 
 def format_figures(figures: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ Importing the package registers every built-in model: `efficientnet_lite0` (the 
 from dfguard.models import blendmap, ensemble, frame, temporal  # noqa: F401  (registers the built-in models)
 from dfguard.models.base import Detector, DetectorOutput, FrameDetector, freeze_backbone
 from dfguard.models.io import load_detector, save_detector
-from dfguard.models.registry import get_model, list_models, model_class, register_model
+from dfguard.models.registry import crop_detector, get_model, list_models, model_class, register_model
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "Detector",
     "DetectorOutput",
     "FrameDetector",
+    "crop_detector",
     "freeze_backbone",
     "get_model",
     "list_models",

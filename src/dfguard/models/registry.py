@@ -57,3 +57,18 @@ def get_model(name: str, **cfg: Any) -> Detector:
         raise ValueError(f"model {name!r}: settings must be JSON values: {err}") from err
     model.config = {"name": name, "kwargs": kwargs}
     return model
+
+
+def crop_detector(
+    name: str,
+    input_size: int,
+    channels_last: bool = True,
+    frame_model: str = "efficientnet_lite0",
+    **clip_settings: Any,
+) -> Detector:
+    """The detector `name` reading face crops of `input_size` px: a frame model directly, a clip model
+    over `frame_model` at that size (`clip_settings` are the clip model's own, e.g. pooling)."""
+    frame_settings = {"input_size": input_size, "channels_last": channels_last}
+    if model_class(name).clip_model:
+        return get_model(name, frame_model={"name": frame_model, "kwargs": frame_settings}, **clip_settings)
+    return get_model(name, **frame_settings)

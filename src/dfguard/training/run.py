@@ -33,7 +33,7 @@ from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.plots import plot_history
 from dfguard.faces.crops import read_crop
 from dfguard.inference.scoring import score_crop_files, track_clip_logits
-from dfguard.models import get_model, model_class
+from dfguard.models import crop_detector, model_class
 from dfguard.models.base import Detector, FrameDetector, freeze_backbone
 from dfguard.models.io import save_detector, start_from
 from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -250,18 +250,12 @@ def _build_model(cfg: TrainConfig) -> Detector:
     """A frame detector, or a clip model (`temporal`) over `cfg.frame_model`'s backbone: the models
     whose input a face dataset's crops (and their tracks) can provide."""
     unsupported = f"train_detector trains frame detectors and clip models; {cfg.model!r} is neither"
-    frame_settings = {"input_size": cfg.input_size, "channels_last": cfg.channels_last}
+    clip_settings = {"pooling": cfg.pooling} if model_class(cfg.model).clip_model else {}
     try:
-        if model_class(cfg.model).clip_model:
-            return get_model(
-                cfg.model,
-                frame_model={"name": cfg.frame_model, "kwargs": frame_settings},
-                pooling=cfg.pooling,
-            )
-        model = get_model(cfg.model, **frame_settings)
+        model = crop_detector(cfg.model, cfg.input_size, cfg.channels_last, cfg.frame_model, **clip_settings)
     except ValueError as err:
         raise ValueError(f"{unsupported}: {err}") from err
-    if not isinstance(model, FrameDetector):
+    if not (model.clip_model or isinstance(model, FrameDetector)):
         raise ValueError(unsupported)
     return model
 
