@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow lint bench-extract bench-detect
+.PHONY: install run test test-slow lint bench-extract bench-detect crossval
 
 install: $(STAMP)
 
@@ -52,3 +52,7 @@ bench-extract: $(BENCH_STAMP)
 # `dfguard detect` latency on a 10 s clip and the detectors' speed table (run `make run` first).
 bench-detect: $(STAMP)
 	$(BIN)/dfguard bench detect
+
+# Cross-validation of the default detector over groups of people (run `make run` first; ~20 min).
+crossval: $(STAMP)
+	$(BIN)/dfguard crossval

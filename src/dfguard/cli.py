@@ -141,6 +141,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_crossval(args: argparse.Namespace) -> int:
+    from dfguard.evaluation.crossval import run_crossval
+
+    overrides: dict[str, object] = {"train.model": args.model}
+    if args.sbi_only:
+        overrides["train.use_dataset_fakes"] = False
+    cfg = _config(args, overrides)
+    metrics = run_crossval(cfg, args.folds, args.out, args.seed, progress=not args.no_progress).metrics
+    video = metrics["video"]
+    methods = ", ".join(f"{m} {v['auc']}" for m, v in metrics["by_method"].items())
+    print(
+        f"{metrics['folds']}-fold cross-validation of {metrics['model']} over {metrics['people']} people "
+        f"({metrics['videos']} videos): pooled video AUC {video['auc']} ({methods}), ECE {video['ece']}; "
+        f"per fold {metrics['fold_auc_mean']:.3f} +- {metrics['fold_auc_std']:.3f}; "
+        f"within-person AUC {metrics['within_identity_auc']} -> {args.out}/crossval.json"
+    )
+    print(f"  {_interval_text(metrics)}")
+    return 0
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from dfguard.inference.predictor import Predictor
     from dfguard.inference.report import write_report
@@ -458,6 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="report folder (default: evaluate.out_dir)")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    crossval = commands.add_parser(
+        "crossval", help="k-fold cross-validation over people: train, calibrate, evaluate each fold"
+    )
+    crossval.add_argument("--folds", type=int, default=5, help="groups of people (default: %(default)s)")
+    crossval.add_argument("--seed", type=int, default=0, help="shuffles people into folds (default: 0)")
+    crossval.add_argument("--out", default="reports/crossval", help="where results go (default: %(default)s)")
+    crossval.add_argument("--model", help="registered model name (default: train.model)")
+    crossval.add_argument(
+        "--sbi-only", action="store_true", help="reals + self-blends only, no dataset fakes"
+    )
+    crossval.add_argument("--no-progress", action="store_true")
+    crossval.set_defaults(func=_cmd_crossval)
 
     detect = commands.add_parser("detect", help="judge a video, an image or a folder of them")
     detect.add_argument("path", help="a video, an image, or a folder (searched recursively)")

@@ -104,7 +104,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         predictor.aggregation = {"frames": cfg.aggregation}
     faces = score_split(predictor, cfg.faces_dir, cfg.split, progress)
     videos = video_table(predictor, faces, cfg.faces_dir)
-    from_manifest = _manifest_columns(
+    from_manifest = manifest_columns(
         cfg.manifest_path, videos["video_id"], ["compression", "target_identity"]
     )
     videos["compression"] = from_manifest["compression"]
@@ -124,26 +124,37 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     metrics = {
         "split": cfg.split,
         "model": predictor.identity,
-        "video": _clean(summary_metrics(y, p, threshold)),
-        "video_uncalibrated": _clean(summary_metrics(y, expit(videos["logit"].to_numpy()), 0.5)),
-        "frame": _clean(summary_metrics(frames["target"], frames["probability"], threshold)),
+        "video": clean_floats(summary_metrics(y, p, threshold)),
+        "video_uncalibrated": clean_floats(summary_metrics(y, expit(videos["logit"].to_numpy()), 0.5)),
+        "frame": clean_floats(summary_metrics(frames["target"], frames["probability"], threshold)),
         "confusion_matrix": {"rows_true_cols_predicted": confusion_matrix(y, p, threshold).tolist()},
         "uncertain_fraction": float(np.mean(~decided)),
         # What the UNCERTAIN band buys: accuracy on the videos that do get a verdict.
         "decided_accuracy": float(np.mean((p >= threshold)[decided] == (y[decided] == 1)))
         if decided.any()
         else None,
-        "by_method": _groups(videos, "method", "shared", threshold),
-        "by_compression": _groups(videos, "compression", "grouped", threshold),
-        "by_identity": (by_identity := _groups(videos, "identity", "grouped", threshold)),
-        "within_identity_auc": _mean_defined([group["auc"] for group in by_identity.values()]),
-        "video_interval": _intervals(y, p, videos["identity"].to_numpy()),
+        **breakdowns(videos, threshold),
     }
     (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     videos.to_parquet(out / VIDEOS_NAME, index=False)
     _plots(out, y, p, videos, threshold)
     save_resolved(cfg, out)
     return EvaluateResult(out, metrics)
+
+
+def breakdowns(videos: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """Video metrics per manipulation method, compression and identity, the within-identity AUC and the
+    bootstrap intervals, from a table with columns target, probability, method, compression, identity."""
+    by_identity = _groups(videos, "identity", "grouped", threshold)
+    return {
+        "by_method": _groups(videos, "method", "shared", threshold),
+        "by_compression": _groups(videos, "compression", "grouped", threshold),
+        "by_identity": by_identity,
+        "within_identity_auc": _mean_defined([group["auc"] for group in by_identity.values()]),
+        "video_interval": _intervals(
+            videos["target"].to_numpy(), videos["probability"].to_numpy(), videos["identity"].to_numpy()
+        ),
+    }
 
 
 def _intervals(y: np.ndarray, p: np.ndarray, identities: np.ndarray) -> dict[str, Any] | None:
@@ -164,7 +175,7 @@ def _intervals(y: np.ndarray, p: np.ndarray, identities: np.ndarray) -> dict[str
     return intervals
 
 
-def _manifest_columns(manifest_path: str, video_ids: pd.Series, columns: list[str]) -> pd.DataFrame:
+def manifest_columns(manifest_path: str, video_ids: pd.Series, columns: list[str]) -> pd.DataFrame:
     """The manifest's `columns` for each video; "unknown" without a manifest, a column or a value."""
     path = Path(manifest_path)
     manifest = pd.read_parquet(path).drop_duplicates("video_id") if path.is_file() else pd.DataFrame()
@@ -188,10 +199,10 @@ def _groups(videos: pd.DataFrame, by: str, reals: str, threshold: float) -> dict
     if reals == "shared":
         table = table[(table["label"] == 0) | (table[by] != "")]
     grouped = metrics_by_group(table, by, reals=reals, threshold=threshold)  # type: ignore[arg-type]
-    return {str(row[by]): _clean(row.drop(by).to_dict()) for _, row in grouped.iterrows()}
+    return {str(row[by]): clean_floats(row.drop(by).to_dict()) for _, row in grouped.iterrows()}
 
 
-def _clean(values: dict[str, Any]) -> dict[str, float | None]:
+def clean_floats(values: dict[str, Any]) -> dict[str, float | None]:
     """JSON-safe floats: NaN (a metric undefined for one class) becomes null."""
     return {
         k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 6)) for k, v in values.items()

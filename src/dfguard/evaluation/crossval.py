@@ -1,0 +1,210 @@
+"""`dfguard crossval`: k-fold cross-validation over groups of people, for a figure every person backs.
+
+One train/val/test split of a small corpus tests a detector on a handful of people, and its test AUC
+swings by 0.1 or more with which people those are. Cross-validation rotates the roles instead: the
+identity components (people linked by face swaps, as the ingest split keeps them whole) are dealt
+into `folds` groups; fold k tests on group k, selects and calibrates on group k+1 and trains on the
+rest. Each fold runs the real stages (`train_detector`, `run_calibrate`, `run_evaluate`) on a copy of
+the face table with its own split column (the crops are shared through a link, not copied), so the
+pooled figure measures exactly what the pipeline ships. Every video is tested once, by a model that
+never saw its people, and the pooled calibrated probabilities give the cross-validated metrics.
+
+Outputs, in `out_dir`: `crossval.json` (pooled and per-fold metrics), `videos.parquet` (every video's
+held-out score and fold), `roc.png` (each fold and the pool), `identities.png` (scores by person) and
+`fold-<k>/` (that fold's face table, model, calibrated model and reports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dfguard.config import Config, EvaluateConfig
+from dfguard.evaluation.calibrate import run_calibrate
+from dfguard.evaluation.metrics import summary_metrics
+from dfguard.evaluation.plots import plot_roc, plot_scores_by_group
+from dfguard.evaluation.run import VIDEOS_NAME, breakdowns, clean_floats, run_evaluate
+from dfguard.ingest.splits import identity_components
+from dfguard.training.data import CONTRACT_NAME, FACES_NAME
+from dfguard.training.run import train_detector
+
+log = logging.getLogger(__name__)
+
+RESULT_NAME = "crossval.json"
+CROPS_NAME = "crops"
+
+
+@dataclass(frozen=True)
+class CrossvalResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+
+
+def identity_folds(manifest: pd.DataFrame, folds: int, seed: int) -> dict[str, int]:
+    """The fold (0 to `folds` - 1) of every video of the manifest, keeping identity components whole.
+
+    Components are shuffled with `seed`, then, largest first, each goes to the fold with the fewest
+    videos so far, so folds hold about as many videos each. Raises ValueError when the manifest names
+    no people (folds would then put one person's clips in training and test) or has fewer components
+    than folds."""
+    if folds < 3:
+        raise ValueError(f"cross-validation needs at least 3 folds (train, val and test), got {folds}")
+    named = manifest[["source_identity", "target_identity"]].fillna("").astype(bool).any(axis=1)
+    if not named.all():
+        raise ValueError(
+            f"{int((~named).sum())} videos of the manifest name no person: folds could not keep people"
+            " out of their own test fold"
+        )
+    components = identity_components(manifest.reset_index(drop=True))
+    sizes = components.value_counts()
+    if len(sizes) < folds:
+        raise ValueError(f"{len(sizes)} groups of people cannot fill {folds} folds")
+    order = sorted(sizes.index)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda component: -sizes[component])  # stable: ties keep the shuffled order
+    filled, fold_of = [0] * folds, {}
+    for component in order:
+        fold = min(range(folds), key=lambda k: (filled[k], k))
+        fold_of[component] = fold
+        filled[fold] += sizes[component]
+    return dict(zip(manifest["video_id"], components.map(fold_of), strict=True))
+
+
+def fold_splits(video_fold: pd.Series, fold: int, folds: int) -> pd.Series:
+    """Each video's split in fold `fold`: its own group tests, the next one validates, the rest train."""
+    return video_fold.map(
+        lambda k: "test" if k == fold else "val" if k == (fold + 1) % folds else "train"
+    ).rename("split")
+
+
+def run_crossval(
+    cfg: Config, folds: int, out_dir: str | Path, seed: int = 0, progress: bool = True
+) -> CrossvalResult:
+    """Cross-validate `cfg.train`'s detector on `cfg.train.faces_dir` (see the module docstring)."""
+    out = Path(out_dir)
+    faces_dir = Path(cfg.train.faces_dir)
+    faces = pd.read_parquet(faces_dir / FACES_NAME)
+    manifest = pd.read_parquet(cfg.train.manifest_path)
+    video_fold = faces["video_id"].map(identity_folds(manifest, folds, seed))
+    if video_fold.isna().any():
+        missing = faces.loc[video_fold.isna(), "video_id"].nunique()
+        raise ValueError(f"{missing} videos of {faces_dir / FACES_NAME} are not in {cfg.train.manifest_path}")
+
+    tested, per_fold = [], []
+    for fold in range(folds):
+        fold_dir = out / f"fold-{fold + 1}"
+        splits = fold_splits(video_fold, fold, folds)
+        fold_faces = _fold_faces(faces.assign(split=splits), faces_dir, fold_dir)
+        trained = train_detector(
+            dataclasses.replace(
+                cfg.train,
+                faces_dir=str(fold_faces),
+                out_dir=str(fold_dir / "model"),
+                checkpoint_dir=str(fold_dir / "checkpoints"),
+            ),
+            progress=progress,
+        )
+        calibrated = run_calibrate(
+            dataclasses.replace(
+                cfg.calibrate,
+                model_dir=str(trained.model_dir),
+                faces_dir=str(fold_faces),
+                out_dir=str(fold_dir / "calibrated"),
+                report_dir=str(fold_dir / "calibrate"),
+            ),
+            progress=progress,
+        )
+        evaluated = run_evaluate(
+            EvaluateConfig(
+                model_dir=str(calibrated.model_dir),
+                faces_dir=str(fold_faces),
+                manifest_path=cfg.train.manifest_path,
+                split="test",
+                out_dir=str(fold_dir / "evaluate"),
+            ),
+            progress=progress,
+        )
+        videos = pd.read_parquet(fold_dir / "evaluate" / VIDEOS_NAME).assign(fold=fold + 1)
+        tested.append(videos)
+        summary = {
+            "fold": fold + 1,
+            "test_identities": sorted(videos["identity"].astype(str).unique()),
+            "videos": len(videos),
+            "val_video_auc": trained.val_video_auc,
+            "temperature": calibrated.calibrator.temperature,
+            "test_video_auc": evaluated.metrics["video"]["auc"],
+            "test_video_ece": evaluated.metrics["video"]["ece"],
+            "train_seconds": round(trained.seconds, 1),
+        }
+        per_fold.append(summary)
+        log.info("fold %d/%d: %s", fold + 1, folds, summary)
+        if progress:
+            print(
+                f"fold {fold + 1}/{folds}: test video AUC {summary['test_video_auc']}, "
+                f"ECE {summary['test_video_ece']} ({len(summary['test_identities'])} people)",
+                flush=True,
+            )
+
+    pooled = pd.concat(tested, ignore_index=True)
+    metrics = _pooled_metrics(pooled, per_fold, cfg, folds, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    pooled.to_parquet(out / VIDEOS_NAME, index=False)
+    _plots(pooled, out)
+    return CrossvalResult(out, metrics)
+
+
+def _fold_faces(faces: pd.DataFrame, source: Path, fold_dir: Path) -> Path:
+    """A face dataset folder for one fold: its own table and contract, the source's crops linked."""
+    folder = fold_dir / "faces"
+    folder.mkdir(parents=True, exist_ok=True)
+    faces.to_parquet(folder / FACES_NAME, index=False)
+    shutil.copyfile(source / CONTRACT_NAME, folder / CONTRACT_NAME)
+    link = folder / CROPS_NAME
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink((source / CROPS_NAME).resolve(), link, target_is_directory=True)
+    return folder
+
+
+def _pooled_metrics(
+    pooled: pd.DataFrame, per_fold: list[dict[str, Any]], cfg: Config, folds: int, seed: int
+) -> dict[str, Any]:
+    """Metrics of every fold's held-out videos together. Each fold's probabilities are calibrated on its
+    own validation people, so they share a scale and 0.5 is the decision threshold of the pool."""
+    aucs = np.array([f["test_video_auc"] for f in per_fold], dtype=np.float64)
+    y, p = pooled["target"].to_numpy(), pooled["probability"].to_numpy()
+    return {
+        "folds": folds,
+        "seed": seed,
+        "model": cfg.train.model,
+        "train": dataclasses.asdict(cfg.train),
+        "people": int(pooled["identity"].nunique()),
+        "videos": len(pooled),
+        "video": clean_floats(summary_metrics(y, p, 0.5)),
+        **breakdowns(pooled, 0.5),
+        "fold_auc_mean": round(float(np.nanmean(aucs)), 6),
+        "fold_auc_std": round(float(np.nanstd(aucs)), 6),
+        "per_fold": per_fold,
+    }
+
+
+def _plots(pooled: pd.DataFrame, out: Path) -> None:
+    curves = {
+        f"fold {fold}": (videos["target"].to_numpy(), videos["probability"].to_numpy())
+        for fold, videos in pooled.groupby("fold")
+        if videos["target"].nunique() == 2
+    }
+    curves["pooled"] = (pooled["target"].to_numpy(), pooled["probability"].to_numpy())
+    plot_roc(curves, out / "roc.png", title="ROC, held-out videos of each fold")
+    plot_scores_by_group(pooled, "identity", out / "identities.png", 0.5)
