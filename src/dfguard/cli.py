@@ -148,7 +148,9 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     if args.sbi_only:
         overrides["train.use_dataset_fakes"] = False
     cfg = _config(args, overrides)
-    metrics = run_crossval(cfg, args.folds, args.out, args.seed, progress=not args.no_progress).metrics
+    result = run_crossval(cfg, args.folds, args.out, args.seed, progress=not args.no_progress)
+    metrics = result.metrics
+    run_id = _log_crossval(cfg, result.out_dir, metrics)
     video = metrics["video"]
     methods = ", ".join(f"{m} {v['auc']}" for m, v in metrics["by_method"].items())
     print(
@@ -158,7 +160,26 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         f"within-person AUC {metrics['within_identity_auc']} -> {args.out}/crossval.json"
     )
     print(f"  {_interval_text(metrics)}")
+    print(f"  MLflow run {run_id} (experiment {cfg.registry.experiment})")
     return 0
+
+
+def _log_crossval(cfg: Config, out_dir: Path, metrics: dict[str, Any]) -> str:
+    """The cross-validation as an MLflow run beside the model runs: settings, pooled metrics, plots."""
+    from dfguard.registry.runs import log_study_run
+    from dfguard.registry.store import configure
+
+    figures = {key: value for key, value in metrics.items() if key not in ("train", "per_fold")}
+    per_fold = {f"fold_{f['fold']}": {"test_video_auc": f["test_video_auc"]} for f in metrics["per_fold"]}
+    return log_study_run(
+        configure(cfg.registry),
+        "crossval",
+        params={"folds": metrics["folds"], "seed": metrics["seed"], "train": metrics["train"]},
+        metrics={**figures, **per_fold},
+        files=[out_dir / name for name in ("crossval.json", "roc.png", "identities.png")],
+        experiment=cfg.registry.experiment,
+        run_name=f"crossval {metrics['model']} {metrics['folds']} folds",
+    )
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from dfguard.cli import main
 from dfguard.evaluation.crossval import fold_splits, identity_folds
 from dfguard.evaluation.metrics import roc_auc
+from dfguard.registry.store import embedded_uri
 
 
 def _manifest(people: int, clips: int = 2, swaps: tuple[tuple[int, int], ...] = ()) -> pd.DataFrame:
@@ -92,6 +94,7 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
         "train.batch_size": 8,
         "train.samples_per_epoch": 32,
         "train.lr": 3e-3,
+        "registry.root": tmp_path / "mlflow",
     }
     flags = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     params = ["--params", str(tmp_path / "none.yaml")]
@@ -117,6 +120,15 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
     aucs = [f["test_video_auc"] for f in result["per_fold"]]
     assert result["fold_auc_mean"] == pytest.approx(np.mean(aucs), abs=1e-6)
     assert (out / "roc.png").stat().st_size > 0 and (out / "identities.png").stat().st_size > 0
+    client = MlflowClient(tracking_uri=embedded_uri(tmp_path / "mlflow"))
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("dfguard").experiment_id], "tags.`dfguard.kind` = 'crossval'"
+    )
+    assert run.data.metrics["video.auc"] == pytest.approx(result["video"]["auc"])
+    assert run.data.metrics["fold_2.test_video_auc"] == pytest.approx(result["per_fold"][1]["test_video_auc"])
+    assert run.data.params["folds"] == "3" and run.data.params["train.model"] == "small_cnn"
+    logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "crossval")}
+    assert logged == {"crossval.json", "roc.png", "identities.png"}
     printed = capsys.readouterr().out
     assert "3-fold cross-validation of small_cnn over 9 people (18 videos)" in printed
     assert "bootstrap interval (resampling identities)" in printed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,35 @@ def log_model_run(
             else:
                 client.log_artifact(run_id, str(path), destination)
         client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
+
+
+def log_study_run(
+    client: MlflowClient,
+    kind: str,
+    *,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    files: Sequence[str | Path],
+    experiment: str = RegistryConfig.experiment,
+    run_name: str | None = None,
+) -> str:
+    """Log a study that yields figures but no model to ship (a cross-validation) as one finished run,
+    tagged `dfguard.kind`, beside the model runs it informs; returns the run id. `files` (reports,
+    plots) go into the run's folder named `kind`."""
+    tags = {"dfguard.kind": kind}
+    run_id = client.create_run(experiment_id(client, experiment), tags=tags, run_name=run_name).info.run_id
+    try:
+        for batch in _batches(_params(params), MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(run_id, params=batch)
+        log_metrics(client, run_id, metrics)
+        client.log_dict(run_id, dict(metrics), METRICS_ARTIFACT)
+        for path in files:
+            client.log_artifact(run_id, str(path), kind)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
