@@ -155,7 +155,8 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     methods = ", ".join(f"{m} {v['auc']}" for m, v in metrics["by_method"].items())
     print(
         f"{metrics['folds']}-fold cross-validation of {metrics['model']} over {metrics['people']} people "
-        f"({metrics['videos']} videos): pooled video AUC {video['auc']} ({methods}), ECE {video['ece']}; "
+        f"({metrics['videos']} videos): pooled video AUC {video['auc']} ({methods}), ECE {video['ece']}, "
+        f"accuracy {video['accuracy']} at each fold's threshold; "
         f"per fold {metrics['fold_auc_mean']:.3f} +- {metrics['fold_auc_std']:.3f}; "
         f"within-person AUC {metrics['within_identity_auc']} -> {args.out}/crossval.json"
     )

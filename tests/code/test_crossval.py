@@ -117,6 +117,14 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
     assert linked.nunique() == 1, "people linked by a swap are tested in the same fold"
     pooled = roc_auc(held_out["target"].to_numpy(), held_out["probability"].to_numpy())
     assert result["video"]["auc"] == pytest.approx(pooled, abs=1e-6)
+    # Decisions are each fold's own: a video is called fake at its fold's calibrated threshold.
+    thresholds = held_out["fold"].map({f["fold"]: f["threshold"] for f in result["per_fold"]})
+    called_fake = held_out["probability"] >= thresholds
+    assert result["video"]["accuracy"] == pytest.approx(np.mean(called_fake == held_out["target"]), abs=1e-6)
+    assert result["video"]["tp"] == int((called_fake & (held_out["target"] == 1)).sum())
+    assert "threshold" not in result["video"], "the pool has no single threshold"
+    uncertain = np.mean(held_out["verdict"] == "UNCERTAIN")
+    assert result["uncertain_fraction"] == pytest.approx(uncertain, abs=1e-6)
     aucs = [f["test_video_auc"] for f in result["per_fold"]]
     assert result["fold_auc_mean"] == pytest.approx(np.mean(aucs), abs=1e-6)
     assert (out / "roc.png").stat().st_size > 0 and (out / "identities.png").stat().st_size > 0

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dfguard.calibration import UNCERTAIN
 from dfguard.config import Config, EvaluateConfig
 from dfguard.evaluation.calibrate import run_calibrate
-from dfguard.evaluation.metrics import summary_metrics
+from dfguard.evaluation.metrics import summary_metrics, threshold_metrics
 from dfguard.evaluation.plots import plot_roc, plot_scores_by_group
 from dfguard.evaluation.run import VIDEOS_NAME, breakdowns, clean_floats, run_evaluate
 from dfguard.ingest.splits import identity_components
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 RESULT_NAME = "crossval.json"
 CROPS_NAME = "crops"
+# summary_metrics' entries that depend on one decision threshold: the pool has one per fold.
+THRESHOLD_KEYS = ("threshold", "accuracy", "precision", "recall", "f1", "tn", "fp", "fn", "tp")
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,10 @@ def run_crossval(
             ),
             progress=progress,
         )
-        videos = pd.read_parquet(fold_dir / "evaluate" / VIDEOS_NAME).assign(fold=fold + 1)
+        threshold = calibrated.calibrator.threshold
+        videos = pd.read_parquet(fold_dir / "evaluate" / VIDEOS_NAME).assign(
+            fold=fold + 1, threshold=threshold
+        )
         tested.append(videos)
         summary = {
             "fold": fold + 1,
@@ -142,6 +148,7 @@ def run_crossval(
             "videos": len(videos),
             "val_video_auc": trained.val_video_auc,
             "temperature": calibrated.calibrator.temperature,
+            "threshold": threshold,
             "test_video_auc": evaluated.metrics["video"]["auc"],
             "test_video_ece": evaluated.metrics["video"]["ece"],
             "train_seconds": round(trained.seconds, 1),
@@ -181,9 +188,13 @@ def _pooled_metrics(
     pooled: pd.DataFrame, per_fold: list[dict[str, Any]], cfg: Config, folds: int, seed: int
 ) -> dict[str, Any]:
     """Metrics of every fold's held-out videos together. Each fold's probabilities are calibrated on its
-    own validation people, so they share a scale and 0.5 is the decision threshold of the pool."""
+    own validation people, so ranking and calibration figures pool them as they are; the decisions
+    (accuracy, precision, recall, counts, the UNCERTAIN share) are each fold's own, at its threshold."""
     aucs = np.array([f["test_video_auc"] for f in per_fold], dtype=np.float64)
     y, p = pooled["target"].to_numpy(), pooled["probability"].to_numpy()
+    called_fake = (p >= pooled["threshold"].to_numpy()).astype(np.float64)
+    decided = (pooled["verdict"] != UNCERTAIN).to_numpy()
+    ranking = {k: v for k, v in summary_metrics(y, p).items() if k not in THRESHOLD_KEYS}
     return {
         "folds": folds,
         "seed": seed,
@@ -191,7 +202,11 @@ def _pooled_metrics(
         "train": dataclasses.asdict(cfg.train),
         "people": int(pooled["identity"].nunique()),
         "videos": len(pooled),
-        "video": clean_floats(summary_metrics(y, p, 0.5)),
+        "video": clean_floats({**ranking, **threshold_metrics(y, called_fake)}),
+        "uncertain_fraction": round(float(np.mean(~decided)), 6),
+        "decided_accuracy": round(float(np.mean(called_fake[decided] == y[decided])), 6)
+        if decided.any()
+        else None,
         **breakdowns(pooled, 0.5),
         "fold_auc_mean": round(float(np.nanmean(aucs)), 6),
         "fold_auc_std": round(float(np.nanstd(aucs)), 6),
