@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from dfguard.calibration import UNCERTAIN
-from dfguard.config import Config, EvaluateConfig
+from dfguard.config import Config
 from dfguard.evaluation.calibrate import run_calibrate
 from dfguard.evaluation.metrics import summary_metrics, threshold_metrics
 from dfguard.evaluation.plots import plot_roc, plot_scores_by_group
@@ -128,7 +128,8 @@ def run_crossval(
             progress=progress,
         )
         evaluated = run_evaluate(
-            EvaluateConfig(
+            dataclasses.replace(
+                cfg.evaluate,
                 model_dir=str(calibrated.model_dir),
                 faces_dir=str(fold_faces),
                 manifest_path=cfg.train.manifest_path,
