@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,8 @@ def log_model_run(
     tags = {**lineage.to_tags(), "dfguard.model": model_name}
     if lineage.parent_run_id:
         tags["mlflow.parentRunId"] = lineage.parent_run_id  # nests the run under the pipeline's in the UI
-    run_id = client.create_run(experiment_id(client, experiment), tags=tags, run_name=run_name).info.run_id
-    try:
-        for batch in _batches(_params(params), MAX_PARAMS_TAGS_PER_BATCH):
-            client.log_batch(run_id, params=batch)
-        log_metrics(client, run_id, metrics)
+    with _finished_run(client, experiment, tags, run_name, params, metrics) as run_id:
         client.log_dict(run_id, dict(resolved_config), RESOLVED_CONFIG_NAME)
-        client.log_dict(run_id, dict(metrics), METRICS_ARTIFACT)
         client.log_dict(run_id, lineage.contract, CONTRACT_ARTIFACT)
         for destination, source in (artifacts or {}).items():
             path = Path(source)
@@ -65,10 +61,6 @@ def log_model_run(
             else:
                 client.log_artifact(run_id, str(path), destination)
         client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id)
     return run_id
 
 
@@ -85,20 +77,35 @@ def log_study_run(
     """Log a study that yields figures but no model to ship (a cross-validation) as one finished run,
     tagged `dfguard.kind`, beside the model runs it informs; returns the run id. `files` (reports,
     plots) go into the run's folder named `kind`."""
-    tags = {"dfguard.kind": kind}
-    run_id = client.create_run(experiment_id(client, experiment), tags=tags, run_name=run_name).info.run_id
+    with _finished_run(client, experiment, {"dfguard.kind": kind}, run_name, params, metrics) as run_id:
+        for path in files:
+            client.log_artifact(run_id, str(path), kind)
+    return run_id
+
+
+@contextmanager
+def _finished_run(
+    client: MlflowClient,
+    experiment: str,
+    tags: Mapping[str, str],
+    run_name: str | None,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> Iterator[str]:
+    """A new run with its params, metrics and `metrics.json` logged; the body logs the rest. The run
+    ends FINISHED, or FAILED when the body raises, so no run is left looking live."""
+    run = client.create_run(experiment_id(client, experiment), tags=dict(tags), run_name=run_name)
+    run_id = run.info.run_id
     try:
         for batch in _batches(_params(params), MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(run_id, params=batch)
         log_metrics(client, run_id, metrics)
         client.log_dict(run_id, dict(metrics), METRICS_ARTIFACT)
-        for path in files:
-            client.log_artifact(run_id, str(path), kind)
+        yield run_id
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id)
-    return run_id
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any]) -> None:
