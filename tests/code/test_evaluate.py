@@ -88,9 +88,8 @@ def test_calibration_lowers_the_ece_of_an_overconfident_model(
     # The tiny model ranks these crops well but sits off-centre: centred and scaled up, it is sure of
     # every answer, right or wrong.
     val = faces[faces["split"] == "val"]
-    logits, _ = Predictor.load(trained_detector[1]).score_crops(
-        [cv2.imread(str(faces_dir / c)) for c in val["crop"]]
-    )
+    crops = [cv2.imread(str(faces_dir / c)) for c in val["crop"]]
+    logits = Predictor.load(trained_detector[1]).score_crops(crops).logits
     fake = (val["label"] == "fake").to_numpy()
     centre = (logits[fake].mean() + logits[~fake].mean()) / 2
     scale = 8.0 / (logits[fake].mean() - logits[~fake].mean())
@@ -227,8 +226,10 @@ def test_evaluate_cli_with_another_aggregation_rule(
     assert "video AUC" in capsys.readouterr().out
     videos = pd.read_parquet(tmp_path / "videos.parquet")
     faces = pd.read_parquet(faces_dir / "faces.parquet")
-    logits, _ = Predictor.load(model_dir).score_crops(
-        [cv2.imread(str(faces_dir / c)) for c in faces["crop"][faces["split"] == "test"]]
+    logits = (
+        Predictor.load(model_dir)
+        .score_crops([cv2.imread(str(faces_dir / c)) for c in faces["crop"][faces["split"] == "test"]])
+        .logits
     )
     highest = (
         pd.Series(logits, index=faces["video_id"][faces["split"] == "test"].to_numpy()).groupby(level=0).max()

@@ -26,7 +26,7 @@ from dfguard.inference.predictor import (
     UNREADABLE,
     Predictor,
 )
-from dfguard.inference.scoring import track_clip_logits
+from dfguard.inference.scoring import score_crops, track_clip_logits
 from dfguard.models import Detector, get_model, save_detector
 from dfguard.transforms import to_batch
 
@@ -105,7 +105,7 @@ def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
 ) -> None:
     uncalibrated = Predictor.load(trained_detector[1])
     raw = uncalibrated.predict(inference_media / "face.mp4")
-    face_logits, _ = uncalibrated.score_crops(raw.crops)
+    face_logits = uncalibrated.score_crops(raw.crops).logits
     temperature = 2.0
     scaled = float(expit(raw.logit / temperature))
 
@@ -175,14 +175,31 @@ def test_a_video_is_as_suspicious_as_its_most_suspicious_track() -> None:
     faces = pd.DataFrame(
         {"video_id": ["v", "v", "v", "v", "w"], "track_id": [0, 1, 0, 1, 0], "frame": [1, 0, 0, 1, 0]}
     )
-    logits = track_clip_logits(model, faces, lambda row: crops[row])
+    scores = score_crops(model, crops)
+    logits = track_clip_logits(model, faces, scores.embeddings)
 
     def clip_logit(rows: list[int]) -> float:
         with torch.no_grad():
             return model(to_batch([crops[r] for r in rows], model.preset).unsqueeze(0)).logits.item()
 
     # Track 0 of v is rows 2 then 0 in frame order; track 1 is rows 1 then 3.
-    assert logits["v"] == pytest.approx(max(clip_logit([2, 0]), clip_logit([1, 3])), abs=1e-6)
-    assert logits["w"] == pytest.approx(clip_logit([4]), abs=1e-6)
+    assert logits["v"] == pytest.approx(max(clip_logit([2, 0]), clip_logit([1, 3])), abs=1e-5)
+    assert logits["w"] == pytest.approx(clip_logit([4]), abs=1e-5)
+    # Each face alone is a clip of one, from the same single backbone pass.
+    assert scores.logits == pytest.approx([clip_logit([row]) for row in range(5)], abs=1e-5)
     with pytest.raises(ValueError, match="not a clip model"):
-        track_clip_logits(get_model("small_cnn"), faces, lambda row: crops[row])
+        track_clip_logits(get_model("small_cnn"), faces, scores.embeddings)
+    with pytest.raises(ValueError, match="need 5, got 4"):
+        track_clip_logits(model, faces, scores.embeddings[:4])
+    assert score_crops(get_model("small_cnn"), crops).embeddings is None
+
+
+def test_a_clip_model_runs_its_backbone_once_per_face(inference_media: Path, tmp_path: Path) -> None:
+    contract = PreprocessingContract.from_config(ExtractConfig())
+    model = _clip_model()
+    folder = save_detector(model, tmp_path / "temporal", {"contract": contract.to_dict()})
+    predictor = Predictor.load(folder)
+    embedded: list[int] = []
+    predictor.model.backbone.register_forward_hook(lambda _m, inputs, _o: embedded.append(len(inputs[0])))
+    prediction = predictor.predict(inference_media / "face.mp4")
+    assert prediction.judged and sum(embedded) == len(prediction.faces)

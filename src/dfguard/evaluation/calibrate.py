@@ -14,7 +14,7 @@ from scipy.special import expit
 from dfguard.calibration import Calibrator, fit_calibrator
 from dfguard.config import CalibrateConfig, save_resolved
 from dfguard.evaluation.plots import plot_reliability
-from dfguard.evaluation.run import score_split, video_table
+from dfguard.evaluation.run import score_split
 from dfguard.inference.predictor import Predictor
 from dfguard.models.io import CONFIG_NAME
 
@@ -34,7 +34,7 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
         raise ValueError("calibrate writes a new model folder: out_dir must differ from model_dir")
     predictor = Predictor.load(source)
     predictor.calibrator = None  # fit on the raw logits, even when re-calibrating a calibrated model
-    videos = video_table(predictor, score_split(predictor, cfg.faces_dir, "val", progress), cfg.faces_dir)
+    _, videos = score_split(predictor, cfg.faces_dir, "val", progress)
     labels, logits = videos["target"].to_numpy(), videos["logit"].to_numpy()
     if labels.min() == labels.max():
         raise ValueError("the validation split needs real and fake videos to calibrate on")

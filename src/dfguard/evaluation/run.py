@@ -48,6 +48,7 @@ from dfguard.evaluation.plots import (
 )
 from dfguard.faces.crops import read_crop
 from dfguard.inference.predictor import Predictor
+from dfguard.inference.scoring import concat_scores
 
 FACES_NAME = "faces.parquet"
 METRICS_NAME = "metrics.json"
@@ -64,8 +65,9 @@ class EvaluateResult:
 
 def score_split(
     predictor: Predictor, faces_dir: str | Path, split: str, progress: bool = True
-) -> pd.DataFrame:
-    """Every face of a split of the face dataset with its logit (columns of faces.parquet + `logit`)."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every face of a split of the face dataset with its logit (columns of faces.parquet + `logit`,
+    `target`), and one row per video (target, method, the aggregated logit)."""
     folder = Path(faces_dir)
     table = folder / FACES_NAME
     if not table.is_file():
@@ -75,25 +77,18 @@ def score_split(
     if faces.empty:
         raise ValueError(f"{table} has no faces in split {split!r}")
     paths = [str(folder / crop) for crop in faces["crop"]]
-    logits = []
-    for start in tqdm(
-        range(0, len(paths), SCORE_BATCH), desc=f"score {split}", unit="batch", disable=not progress
-    ):
-        batch_logits, _ = predictor.score_crops([read_crop(p) for p in paths[start : start + SCORE_BATCH]])
-        logits.append(batch_logits)
-    faces["logit"] = np.concatenate(logits)
+    scores = concat_scores(
+        [
+            predictor.score_crops([read_crop(p) for p in paths[start : start + SCORE_BATCH]])
+            for start in tqdm(
+                range(0, len(paths), SCORE_BATCH), desc=f"score {split}", unit="batch", disable=not progress
+            )
+        ]
+    )
+    faces["logit"] = scores.logits
     faces["target"] = (faces["label"] == "fake").astype(np.int64)
-    return faces
-
-
-def video_table(predictor: Predictor, faces: pd.DataFrame, faces_dir: str | Path) -> pd.DataFrame:
-    """One row per video of `score_split`'s table: target, method, the aggregated logit."""
-    folder = Path(faces_dir)
-    return predictor.video_logits(
-        faces,
-        carry=("target", "method"),
-        load_crop=lambda row: read_crop(folder / faces.at[row, "crop"]),
-    ).reset_index()
+    videos = predictor.video_logits(faces, carry=("target", "method"), embeddings=scores.embeddings)
+    return faces, videos.reset_index()
 
 
 def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
@@ -102,8 +97,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         if predictor.model.clip_model:
             raise ValueError(f"{cfg.model_dir} holds a clip model: it judges whole clips, not frames")
         predictor.aggregation = {"frames": cfg.aggregation}
-    faces = score_split(predictor, cfg.faces_dir, cfg.split, progress)
-    videos = video_table(predictor, faces, cfg.faces_dir)
+    faces, videos = score_split(predictor, cfg.faces_dir, cfg.split, progress)
     from_manifest = manifest_columns(
         cfg.manifest_path, videos["video_id"], ["compression", "target_identity"]
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import read_sampled
-from dfguard.inference.scoring import score_crops, track_clip_logits
+from dfguard.inference.scoring import FaceScores, score_crops, track_clip_logits
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
 from dfguard.runtime import torch_threads
@@ -134,28 +133,24 @@ class Predictor:
         }
 
     # -- scores ---------------------------------------------------------------------------------------
-    def score_crops(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and features of aligned crops (uint8 BGR, as the face dataset stores them)."""
+    def score_crops(self, crops: list[np.ndarray]) -> FaceScores:
+        """Logits, features (and a clip model's embeddings) of aligned crops (uint8 BGR, as the face
+        dataset stores them)."""
         return score_crops(self.model, crops, device=self.device)
 
     def video_logits(
-        self,
-        faces: pd.DataFrame,
-        carry: tuple[str, ...] = (),
-        load_crop: Callable[[int], np.ndarray] | None = None,
+        self, faces: pd.DataFrame, carry: tuple[str, ...] = (), embeddings: np.ndarray | None = None
     ) -> pd.DataFrame:
         """Per-video logits from a table of face logits (columns video_id, frame, logit).
 
         A frame model: the most suspicious face per frame, then the frames by the model's aggregation
         rule. A clip model judges each face track as one clip instead (`track_clip_logits`: the table
-        also needs track_id, and `load_crop(index label)` gives a row's crop)."""
+        also needs track_id, and `embeddings` the faces' embeddings from `score_crops`, row for row)."""
         table = faces.assign(probability=expit(faces["logit"].to_numpy(np.float64)))
         rule = "mean" if self.model.clip_model else self.aggregation.get("frames", "mean")
         videos = aggregate_video_scores(table, rule, carry=carry)
         if self.model.clip_model:
-            if load_crop is None:
-                raise ValueError("a clip model judges a video from its face crops: pass load_crop")
-            clips = track_clip_logits(self.model, faces, load_crop, self.device)
+            clips = track_clip_logits(self.model, faces, embeddings, self.device)
             videos["logit"] = videos["video_id"].map(clips)
         else:
             videos["logit"] = logit(np.clip(videos["probability"].to_numpy(np.float64), 1e-7, 1 - 1e-7))
@@ -229,7 +224,8 @@ class Predictor:
             ]
             return prediction
         with timed(seconds, "classify"), torch_threads(self.threads):
-            logits, features = self.score_crops([face.crop for face in media.faces])
+            scores = self.score_crops([face.crop for face in media.faces])
+        logits = scores.logits
         face_probs = self.calibrated(logits)
         table = pd.DataFrame(
             {
@@ -240,7 +236,7 @@ class Predictor:
             }
         )
         with timed(seconds, "classify"), torch_threads(self.threads):
-            videos = self.video_logits(table, load_crop=lambda row: media.faces[row].crop)
+            videos = self.video_logits(table, embeddings=scores.embeddings)
         video_logit = float(videos["logit"].iloc[0])
         probability = float(self.calibrated(np.array([video_logit]))[0])
         # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
@@ -274,7 +270,7 @@ class Predictor:
             ],
             temporal_std=round(float(frame_probs.std()), 6),
             flip_rate=round(float(np.mean(sides[1:] != sides[:-1])), 6) if len(sides) > 1 else 0.0,
-            features=[round(float(v), 5) for v in features.mean(axis=0)],
+            features=[round(float(v), 5) for v in scores.features.mean(axis=0)],
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,
             crops=[face.crop for face in media.faces],

@@ -69,10 +69,19 @@ class TemporalDetector(Detector):
     def nested_configs(self) -> dict[str, Any]:
         return {"frame_model": self.frame_config}
 
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) face crops -> (N, E) backbone embeddings, the per-frame half of `forward`."""
+        return self.backbone(as_channels_last(frames, self.channels_last))
+
+    def judge(self, embeddings: torch.Tensor) -> DetectorOutput:
+        """(B, T, E) embeddings of B clips -> one output per clip, the temporal half of `forward`.
+        Serving embeds each face once and judges it alone and within its track from the same
+        embeddings, instead of running the backbone twice."""
+        features = self.head.pool(embeddings)
+        return output_from(self.head.classifier(features).squeeze(1), features)
+
     def forward(self, clips: torch.Tensor) -> DetectorOutput:
         if clips.ndim != 5:
             raise ValueError(f"expected a (B, T, 3, H, W) batch of clips, got shape {tuple(clips.shape)}")
         batch, steps = clips.shape[:2]
-        frames = as_channels_last(clips.flatten(0, 1), self.channels_last)
-        features = self.head.pool(self.backbone(frames).view(batch, steps, -1))
-        return output_from(self.head.classifier(features).squeeze(1), features)
+        return self.judge(self.embed_frames(clips.flatten(0, 1)).view(batch, steps, -1))

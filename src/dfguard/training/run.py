@@ -31,7 +31,6 @@ from tqdm import tqdm
 from dfguard.config import TrainConfig, save_resolved
 from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.plots import plot_history
-from dfguard.faces.crops import read_crop
 from dfguard.inference.scoring import score_crop_files, track_clip_logits
 from dfguard.models import crop_detector, model_class
 from dfguard.models.base import Detector, FrameDetector, freeze_backbone
@@ -291,11 +290,9 @@ def _train_epoch(
 def validation_metrics(model: Detector, faces: pd.DataFrame, device: str = "cpu") -> dict[str, float]:
     """Loss, frame AUC and video AUC of `model` on the faces given. A frame model's video score is the
     mean probability of its frames; a clip model's is its judgement of each track as one clip."""
-    logits, _ = score_crop_files(model, faces["crop_path"].tolist(), device=device)
-    clips = None
-    if model.clip_model:
-        clips = track_clip_logits(model, faces, lambda row: read_crop(faces.at[row, "crop_path"]), device)
-    return metrics_of_logits(logits, faces, clips)
+    scores = score_crop_files(model, faces["crop_path"].tolist(), device=device)
+    clips = track_clip_logits(model, faces, scores.embeddings, device) if model.clip_model else None
+    return metrics_of_logits(scores.logits, faces, clips)
 
 
 def metrics_of_logits(
