@@ -148,7 +148,9 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     if args.sbi_only:
         overrides["train.use_dataset_fakes"] = False
     cfg = _config(args, overrides)
-    result = run_crossval(cfg, args.folds, args.out, args.seed, progress=not args.no_progress)
+    result = run_crossval(
+        cfg, args.folds, args.out, args.seed, progress=not args.no_progress, train_share=args.train_share
+    )
     metrics = result.metrics
     run_id = _log_crossval(cfg, result.out_dir, metrics)
     video = metrics["video"]
@@ -160,6 +162,9 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         f"per fold {metrics['fold_auc_mean']:.3f} +- {metrics['fold_auc_std']:.3f}; "
         f"within-person AUC {metrics['within_identity_auc']} -> {args.out}/crossval.json"
     )
+    if metrics["train_share"] < 1:
+        trained_on = ", ".join(str(f["train_people"]) for f in metrics["per_fold"])
+        print(f"  each fold trained on {metrics['train_share']:.0%} of its training people ({trained_on})")
     print(f"  {_interval_text(metrics)}")
     print(f"  MLflow run {run_id} (experiment {cfg.registry.experiment})")
     return 0
@@ -175,7 +180,7 @@ def _log_crossval(cfg: Config, out_dir: Path, metrics: dict[str, Any]) -> str:
     return log_study_run(
         configure(cfg.registry),
         "crossval",
-        params={"folds": metrics["folds"], "seed": metrics["seed"], "train": metrics["train"]},
+        params={k: metrics[k] for k in ("folds", "seed", "train_share", "train")},
         metrics={**figures, **per_fold},
         files=[out_dir / name for name in ("crossval.json", "roc.png", "identities.png")],
         experiment=cfg.registry.experiment,
@@ -508,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--seed", type=int, default=0, help="shuffles people into folds (default: 0)")
     crossval.add_argument("--out", default="reports/crossval", help="where results go (default: %(default)s)")
     crossval.add_argument("--model", help="registered model name (default: train.model)")
+    crossval.add_argument(
+        "--train-share",
+        type=float,
+        default=1.0,
+        help="train each fold on this share of its training people, for a learning curve (default: 1)",
+    )
     crossval.add_argument(
         "--sbi-only", action="store_true", help="reals + self-blends only, no dataset fakes"
     )

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dfguard.cli import main
-from dfguard.evaluation.crossval import fold_splits, identity_folds
+from dfguard.evaluation.crossval import fold_splits, identity_folds, thin_training
 from dfguard.evaluation.metrics import roc_auc
 from dfguard.registry.store import embedded_uri
 
@@ -54,6 +54,27 @@ def test_each_group_is_tested_once_and_validates_the_fold_before() -> None:
     assert (roles == "test").sum(axis=1).tolist() == [1] * 6
     assert (roles == "val").sum(axis=1).tolist() == [1] * 6
     assert roles[3].tolist() == ["val", "val", "train", "train", "test", "test"]
+
+
+def test_thinning_keeps_a_share_of_the_training_people_whole_and_leaves_val_and_test() -> None:
+    manifest = _manifest(12, clips=2, swaps=((0, 1),))
+    video_ids = manifest["video_id"]
+    splits = pd.Series(["train"] * 16 + ["val"] * 4 + ["test"] * 4 + ["train"], index=manifest.index)
+    thinned = thin_training(splits, video_ids, manifest, share=0.5, seed=1)
+    untouched = splits != "train"
+    assert (thinned[untouched] == splits[untouched]).all(), "validation and test people stay"
+    kept = manifest.loc[thinned == "train", "target_identity"]
+    dropped = manifest.loc[thinned == "unused", "target_identity"]
+    assert not set(kept) & set(dropped), "a person is kept or dropped whole"
+    assert ("p0" in set(kept)) == ("p1" in set(kept)), "people linked by a swap go together"
+    # Groups are added until half of the 17 training videos are in: at most one group (<= 5 videos) more.
+    assert 17 / 2 <= (thinned == "train").sum() < 17 / 2 + 5
+    assert thin_training(splits, video_ids, manifest, share=0.5, seed=1).equals(thinned), "seeded"
+    assert any(not thin_training(splits, video_ids, manifest, 0.5, s).equals(thinned) for s in range(2, 8))
+    assert thin_training(splits, video_ids, manifest, share=1.0, seed=1).equals(splits)
+    assert (thin_training(splits, video_ids, manifest, share=0.01, seed=1) == "train").sum() >= 1
+    with pytest.raises(ValueError, match="share of training people"):
+        thin_training(splits, video_ids, manifest, share=0.0, seed=1)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +125,8 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
     held_out = pd.read_parquet(out / "videos.parquet")
     assert sorted(held_out["video_id"]) == sorted(videos["video_id"]), "each video is tested exactly once"
     assert result["people"] == 9 and result["videos"] == 18 and len(result["per_fold"]) == 3
+    assert result["train_share"] == 1.0
+    assert [f["train_people"] for f in result["per_fold"]] == [3, 3, 3], "a third of 9 people trains"
     for fold, tested in held_out.groupby("fold"):
         table = pd.read_parquet(out / f"fold-{fold}" / "faces" / "faces.parquet")
         people = table.drop_duplicates("video_id").merge(videos[["video_id", "target_identity"]])

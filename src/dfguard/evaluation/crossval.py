@@ -12,6 +12,10 @@ never saw its people, and the pooled calibrated probabilities give the cross-val
 Outputs, in `out_dir`: `crossval.json` (pooled and per-fold metrics), `videos.parquet` (every video's
 held-out score and fold), `roc.png` (each fold and the pool), `identities.png` (scores by person) and
 `fold-<k>/` (that fold's face table, model, calibrated model and reports).
+
+`train_share` < 1 trains each fold on a random part of its training people (whole identity groups,
+test and validation people unchanged): run at a few shares, it draws the learning curve over the
+number of people, which says whether more people of the same kind would close the gap to a target.
 """
 
 from __future__ import annotations
@@ -90,8 +94,41 @@ def fold_splits(video_fold: pd.Series, fold: int, folds: int) -> pd.Series:
     ).rename("split")
 
 
+def thin_training(
+    splits: pd.Series, video_ids: pd.Series, manifest: pd.DataFrame, share: float, seed: int
+) -> pd.Series:
+    """`splits` with all but about `share` of the training videos moved to the split "unused", whole
+    identity groups at a time (drawn in an order `seed` shuffles, until `share` of the training videos
+    are kept; at least one group). Validation and test are left as they are."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the share of training people must be in (0, 1], got {share}")
+    if share == 1:
+        return splits
+    component_of = dict(
+        zip(manifest["video_id"], identity_components(manifest.reset_index(drop=True)), strict=True)
+    )
+    training = splits == "train"
+    train_videos = pd.Series(video_ids[training].unique())
+    sizes = train_videos.map(component_of).value_counts()
+    order = sorted(sizes.index)
+    random.Random(seed).shuffle(order)
+    kept, count = set(), 0
+    for component in order:
+        if kept and count >= share * sizes.sum():
+            break
+        kept.add(component)
+        count += sizes[component]
+    dropped = training & ~video_ids.map(component_of).isin(kept)
+    return splits.mask(dropped, "unused")
+
+
 def run_crossval(
-    cfg: Config, folds: int, out_dir: str | Path, seed: int = 0, progress: bool = True
+    cfg: Config,
+    folds: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+    train_share: float = 1.0,
 ) -> CrossvalResult:
     """Cross-validate `cfg.train`'s detector on `cfg.train.faces_dir` (see the module docstring)."""
     out = Path(out_dir)
@@ -106,7 +143,10 @@ def run_crossval(
     tested, per_fold = [], []
     for fold in range(folds):
         fold_dir = out / f"fold-{fold + 1}"
-        splits = fold_splits(video_fold, fold, folds)
+        splits = thin_training(
+            fold_splits(video_fold, fold, folds), faces["video_id"], manifest, train_share, seed * 1000 + fold
+        )
+        train_people = _people(manifest, faces.loc[splits == "train", "video_id"])
         fold_faces = _fold_faces(faces.assign(split=splits), faces_dir, fold_dir)
         trained = train_detector(
             dataclasses.replace(
@@ -146,6 +186,7 @@ def run_crossval(
         summary = {
             "fold": fold + 1,
             "test_identities": sorted(videos["identity"].astype(str).unique()),
+            "train_people": train_people,
             "videos": len(videos),
             "val_video_auc": trained.val_video_auc,
             "temperature": calibrated.calibrator.temperature,
@@ -164,12 +205,19 @@ def run_crossval(
             )
 
     pooled = pd.concat(tested, ignore_index=True)
-    metrics = _pooled_metrics(pooled, per_fold, cfg, folds, seed)
+    metrics = {**_pooled_metrics(pooled, per_fold, cfg, folds, seed), "train_share": train_share}
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULT_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     pooled.to_parquet(out / VIDEOS_NAME, index=False)
     _plots(pooled, out)
     return CrossvalResult(out, metrics)
+
+
+def _people(manifest: pd.DataFrame, video_ids: pd.Series) -> int:
+    """How many people (target or swap source) the videos show."""
+    rows = manifest[manifest["video_id"].isin(set(video_ids))]
+    names = pd.concat([rows["source_identity"], rows["target_identity"]]).dropna().astype(str)
+    return int(names[names != ""].nunique())
 
 
 def _fold_faces(faces: pd.DataFrame, source: Path, fold_dir: Path) -> Path:
