@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow lint bench-extract bench-detect crossval
+.PHONY: install run test test-slow lint bench-extract bench-detect crossval learning-curve
 
 install: $(STAMP)
 
@@ -56,3 +56,7 @@ bench-detect: $(STAMP)
 # Cross-validation of the default detector over groups of people (run `make run` first; ~20 min).
 crossval: $(STAMP)
 	$(BIN)/dfguard crossval
+
+# Cross-validated AUC against the number of people trained on (3 cross-validations; ~75 min).
+learning-curve: $(STAMP)
+	$(BIN)/dfguard learning-curve

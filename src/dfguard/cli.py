@@ -144,10 +144,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from dfguard.evaluation.crossval import run_crossval
 
-    overrides: dict[str, object] = {"train.model": args.model}
-    if args.sbi_only:
-        overrides["train.use_dataset_fakes"] = False
-    cfg = _config(args, overrides)
+    cfg = _study_config(args)
     result = run_crossval(
         cfg, args.folds, args.out, args.seed, progress=not args.no_progress, train_share=args.train_share
     )
@@ -167,6 +164,35 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         print(f"  each fold trained on {metrics['train_share']:.0%} of its training people ({trained_on})")
     print(f"  {_interval_text(metrics)}")
     print(f"  MLflow run {run_id} (experiment {cfg.registry.experiment})")
+    return 0
+
+
+def _study_config(args: argparse.Namespace) -> Config:
+    """The configuration of a cross-validated study: `--model` and `--sbi-only` set train's."""
+    overrides: dict[str, object] = {"train.model": args.model}
+    if args.sbi_only:
+        overrides["train.use_dataset_fakes"] = False
+    return _config(args, overrides)
+
+
+def _cmd_learning_curve(args: argparse.Namespace) -> int:
+    from dfguard.evaluation.learning_curve import PLOT_NAME, run_learning_curve
+
+    cfg = _study_config(args)
+    result = run_learning_curve(
+        cfg, args.shares, args.folds, args.out, args.seed, progress=not args.no_progress
+    )
+    print(f"learning curve of {cfg.train.model} ({args.folds}-fold cross-validation per point):")
+    for point in result.points:
+        methods = ", ".join(f"{m} {auc:.3f}" for m, auc in point["auc_by_method"].items())
+        interval = (
+            f" ({point['video_auc_low']:.3f}-{point['video_auc_high']:.3f})" if point["video_auc_low"] else ""
+        )
+        print(
+            f"  {point['train_people_mean']:5.1f} people ({point['train_share']:.0%}): video AUC "
+            f"{point['video_auc']:.3f}{interval}, {methods}; within-person {point['within_identity_auc']}"
+        )
+    print(f"  -> {result.out_dir / PLOT_NAME}")
     return 0
 
 
@@ -524,6 +550,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crossval.add_argument("--no-progress", action="store_true")
     crossval.set_defaults(func=_cmd_crossval)
+
+    curve = commands.add_parser(
+        "learning-curve", help="cross-validated AUC against the number of people trained on"
+    )
+    curve.add_argument(
+        "--shares",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 1.0],
+        help="shares of each fold's training people, one cross-validation each (default: %(default)s)",
+    )
+    curve.add_argument("--folds", type=int, default=5, help="groups of people (default: %(default)s)")
+    curve.add_argument("--seed", type=int, default=0, help="shuffles people into folds (default: 0)")
+    curve.add_argument(
+        "--out", default="reports/learning-curve", help="where results go (default: %(default)s)"
+    )
+    curve.add_argument("--model", help="registered model name (default: train.model)")
+    curve.add_argument("--sbi-only", action="store_true", help="reals + self-blends only, no dataset fakes")
+    curve.add_argument("--no-progress", action="store_true")
+    curve.set_defaults(func=_cmd_learning_curve)
 
     detect = commands.add_parser("detect", help="judge a video, an image or a folder of them")
     detect.add_argument("path", help="a video, an image, or a folder (searched recursively)")

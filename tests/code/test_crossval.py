@@ -90,9 +90,8 @@ def test_folds_that_cannot_be_dealt_are_refused(manifest: pd.DataFrame, folds: i
         identity_folds(manifest, folds, seed=0)
 
 
-def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
-    face_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _tiny_study(face_dataset, tmp_path: Path) -> tuple[Path, pd.DataFrame, list[str]]:
+    """A tiny face dataset of 9 people, its manifest, and the CLI flags of a quick small_cnn study."""
     faces_dir = face_dataset(tmp_path / "faces", videos_per_split=6, frames=4)
     faces = pd.read_parquet(faces_dir / "faces.parquet")
     videos = faces.drop_duplicates("video_id")[["video_id", "label"]].reset_index(drop=True)
@@ -104,7 +103,6 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
     videos["path"] = videos["video_id"]
     manifest = tmp_path / "manifest.parquet"
     videos.to_parquet(manifest, index=False)
-    out = tmp_path / "cv"
     settings = {
         "train.faces_dir": faces_dir,
         "train.manifest_path": manifest,
@@ -118,8 +116,16 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
         "registry.root": tmp_path / "mlflow",
     }
     flags = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    params = ["--params", str(tmp_path / "none.yaml")]
-    assert main([*params, *flags, "crossval", "--folds", "3", "--out", str(out), "--no-progress"]) == 0
+    return faces_dir, videos, ["--params", str(tmp_path / "none.yaml"), *flags]
+
+
+def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
+    face_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faces_dir, videos, flags = _tiny_study(face_dataset, tmp_path)
+    faces = pd.read_parquet(faces_dir / "faces.parquet")
+    out = tmp_path / "cv"
+    assert main([*flags, "crossval", "--folds", "3", "--out", str(out), "--no-progress"]) == 0
 
     result = json.loads((out / "crossval.json").read_text())
     held_out = pd.read_parquet(out / "videos.parquet")
@@ -163,3 +169,26 @@ def test_crossval_tests_every_video_once_on_a_model_that_never_saw_its_people(
     printed = capsys.readouterr().out
     assert "3-fold cross-validation of small_cnn over 9 people (18 videos)" in printed
     assert "bootstrap interval (resampling identities)" in printed
+
+
+def test_a_learning_curve_cross_validates_each_share_of_the_training_people(
+    face_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, flags = _tiny_study(face_dataset, tmp_path)
+    out = tmp_path / "curve"
+    command = ["learning-curve", "--shares", "1", "0.4", "--folds", "3", "--out", str(out), "--no-progress"]
+    assert main([*flags, *command]) == 0
+
+    curve = json.loads((out / "learning_curve.json").read_text())
+    assert [point["train_share"] for point in curve["points"]] == [0.4, 1.0], "smallest share first"
+    for point in curve["points"]:
+        study = json.loads((out / f"share-{point['train_share']:g}" / "crossval.json").read_text())
+        assert point["video_auc"] == study["video"]["auc"]
+        people = [f["train_people"] for f in study["per_fold"]]
+        assert point["train_people_mean"] == pytest.approx(np.mean(people), abs=0.005)
+        assert study["videos"] == 18, "every share tests every video"
+    fewer, full = curve["points"]
+    assert fewer["train_people_mean"] < full["train_people_mean"] == 3
+    assert (out / "learning_curve.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "learning curve of small_cnn (3-fold" in printed and "(40%): video AUC" in printed

@@ -128,3 +128,26 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
     left.set_ylabel("loss")
     fig.suptitle("Training")
     return _save(fig, path)
+
+
+def plot_learning_curve(points: list[dict], path: str | Path, title: str = "Learning curve") -> Path:
+    """Pooled held-out video AUC (with its interval over people), per method and within-person, against
+    the mean number of people each fold trained on (`learning_curve.curve_point`)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    people = [point["train_people_mean"] for point in points]
+    auc = np.array([point["video_auc"] for point in points], dtype=np.float64)
+    low = np.array([point["video_auc_low"] or np.nan for point in points], dtype=np.float64)
+    high = np.array([point["video_auc_high"] or np.nan for point in points], dtype=np.float64)
+    ax.fill_between(people, low, high, color="tab:blue", alpha=0.15, label="95% interval (people resampled)")
+    ax.plot(people, auc, "o-", color="tab:blue", label="video AUC, pooled")
+    methods = sorted({method for point in points for method in point["auc_by_method"]})
+    for method in methods:
+        values = [point["auc_by_method"].get(method, np.nan) for point in points]
+        ax.plot(people, values, "s--", linewidth=1, label=f"{method} vs reals")
+    within = [point["within_identity_auc"] or np.nan for point in points]
+    ax.plot(people, within, "^:", color="grey", label="within-person AUC")
+    ax.axhline(0.5, color="black", linewidth=0.5)
+    ax.set(xlabel="people trained on (mean over folds)", ylabel="AUC", ylim=(0.3, 1.0), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
