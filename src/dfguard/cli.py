@@ -136,6 +136,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"accuracy {video['accuracy']} at threshold {video['threshold']} -> {cfg.out_dir}/metrics.json"
     )
     print(f"  {_interval_text(metrics)}")
+    print(f"  {_calibration_text(metrics)}")
     for method, values in metrics["by_method"].items():
         print(f"  {method}: video AUC {values['auc']}")
     return 0
@@ -163,6 +164,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         trained_on = ", ".join(str(f["train_people"]) for f in metrics["per_fold"])
         print(f"  each fold trained on {metrics['train_share']:.0%} of its training people ({trained_on})")
     print(f"  {_interval_text(metrics)}")
+    print(f"  {_calibration_text(metrics)}")
     print(f"  MLflow run {run_id} (experiment {cfg.registry.experiment})")
     return 0
 
@@ -351,6 +353,19 @@ def _print_evaluation(metrics_path: Path) -> None:
         f"{metrics['frame']['auc']:.3f}, ECE {video['ece']:.3f}, accuracy {video['accuracy']:.3f}"
     )
     print(_interval_text(metrics))
+    print(_calibration_text(metrics))
+
+
+def _calibration_text(metrics: dict[str, Any]) -> str:
+    """The measured ECE next to what a perfectly calibrated model would show on the same videos."""
+    floor = metrics.get("ece_if_calibrated")
+    if not floor:
+        return "no calibration check: these metrics were written before dfguard measured it"
+    return (
+        f"ECE {metrics['video']['ece']:.3f}; a perfectly calibrated model would show {floor['mean']:.3f} "
+        f"on these {metrics['video']['n']:.0f} videos (95% of draws below {floor['high']:.3f}; "
+        f"p = {floor['p_value']:.3f})"
+    )
 
 
 def _interval_text(metrics: dict[str, Any]) -> str:

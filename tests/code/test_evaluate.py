@@ -16,6 +16,7 @@ from scipy.special import expit, logit
 from dfguard.cli import main
 from dfguard.config import CalibrateConfig, EvaluateConfig
 from dfguard.evaluation.calibrate import run_calibrate
+from dfguard.evaluation.metrics import ece_if_calibrated
 from dfguard.evaluation.run import run_evaluate
 from dfguard.inference.predictor import Predictor
 from dfguard.models import load_detector, save_detector
@@ -198,6 +199,11 @@ def test_evaluate_writes_the_metrics_computed_by_hand(
     for resampled in ("videos", "identities"):
         assert 0.0 <= interval[resampled]["auc_low"] <= interval[resampled]["auc_high"] <= 1.0
         assert 0.0 <= interval[resampled]["ece_low"] <= interval[resampled]["ece_high"] <= 1.0
+    # The ECE a perfectly calibrated model would show on these videos: the same figure as from the
+    # written probabilities directly.
+    assert written["ece_if_calibrated"] == pytest.approx(
+        ece_if_calibrated(p, video["ece"], resamples=1000, level=0.95), abs=1e-6
+    )
 
     table = pd.read_parquet(tmp_path / "eval" / "videos.parquet").set_index("video_id").loc[videos.index]
     assert table["probability"].to_numpy() == pytest.approx(p, abs=1e-6)

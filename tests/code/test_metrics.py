@@ -16,6 +16,7 @@ from dfguard.evaluation import (
     bootstrap_interval,
     brier_score,
     confusion_matrix,
+    ece_if_calibrated,
     equal_error_rate,
     expected_calibration_error,
     log_loss,
@@ -90,6 +91,35 @@ def test_ece_hand_made_two_bins() -> None:
     # Bin [0, .5): mean p .2, fake fraction 1/2; bin [.5, 1]: mean p .8, fraction 1. Half the samples each.
     ece = expected_calibration_error([0, 1, 1, 1], [0.2, 0.2, 0.8, 0.8], n_bins=2)
     assert ece == pytest.approx(0.5 * 0.3 + 0.5 * 0.2)
+
+
+def test_the_ece_of_a_calibrated_model_is_not_zero_on_few_samples_and_shrinks_with_more() -> None:
+    # One bin (all probabilities 0.7): ECE is |number of fakes / n - 0.7|, with fakes ~ Binomial(n, 0.7).
+    # For n = 10 its mean is sum over k of C(10, k) 0.7^k 0.3^(10-k) |k/10 - 0.7|, computed here by hand.
+    n = 10
+    exact = sum(math.comb(n, k) * 0.7**k * 0.3 ** (n - k) * abs(k / n - 0.7) for k in range(n + 1))
+    floor = ece_if_calibrated(np.full(n, 0.7), observed_ece=0.0, resamples=20000)
+    assert floor["mean"] == pytest.approx(exact, abs=0.005)
+    assert floor["p_value"] == 1.0, "every draw is at least as large as an ECE of 0"
+
+    rng = np.random.default_rng(3)
+    means = []
+    for size in (48, 348, 3000):
+        p = rng.uniform(0.3, 0.8, size)
+        means.append(ece_if_calibrated(p, 0.0)["mean"])
+    assert means[0] > 0.1 > means[1] > means[2] < 0.03, means
+
+    # Labels drawn from the probabilities are calibrated: their ECE is typical of the draws. An
+    # over-confident model (probabilities pushed away from 0.5) is far outside them.
+    p = rng.uniform(0.3, 0.8, 348)
+    y = rng.random(348) < p
+    assert ece_if_calibrated(p, expected_calibration_error(y, p))["p_value"] > 0.05
+    sure = np.clip((p - 0.5) * 3 + 0.5, 0, 1)
+    result = ece_if_calibrated(sure, expected_calibration_error(y, sure))
+    assert result["p_value"] < 0.01 and expected_calibration_error(y, sure) > result["high"]
+    assert ece_if_calibrated(p, 0.05, seed=1) == ece_if_calibrated(p, 0.05, seed=1), "seeded"
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        ece_if_calibrated(np.array([0.2, 1.5]), 0.1)
 
 
 def test_reliability_data_uses_15_equal_bins_and_keeps_one() -> None:

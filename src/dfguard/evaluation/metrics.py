@@ -156,6 +156,39 @@ def expected_calibration_error(labels: ArrayLike, probabilities: ArrayLike, n_bi
     return float(np.sum(data.counts[filled] * gaps) / data.counts.sum())
 
 
+def ece_if_calibrated(
+    probabilities: ArrayLike,
+    observed_ece: float,
+    resamples: int = 1000,
+    level: float = 0.95,
+    n_bins: int = ECE_BINS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """What ECE a perfectly calibrated model with these probabilities would show on this many samples.
+
+    ECE measured on a few dozen videos is far from 0 even for a perfect model: each bin's fake fraction
+    is a small-sample estimate. Labels are drawn as Bernoulli(p) from the probabilities themselves
+    (which makes them calibrated by construction) and the ECE of each draw computed ("consistency
+    resampling", Broecker & Smith 2007). Returns the mean and the `level` quantile of those ECEs, and
+    the p-value of `observed_ece` (the share of draws at least as large): a small p-value is evidence
+    of miscalibration; a target ECE below the mean cannot be shown on this sample at all."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    if p.size == 0 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("need at least one probability, all in [0, 1]")
+    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    probability_sums = np.bincount(bins, weights=p, minlength=n_bins)
+    draws = np.random.default_rng(seed).random((resamples, p.size)) < p  # (R, N) labels
+    # Per draw and bin: |sum of probabilities - number of fakes|, which is count * |mean p - fraction|.
+    fakes = np.stack([np.bincount(bins, weights=row, minlength=n_bins) for row in draws])
+    eces = np.abs(probability_sums - fakes).sum(axis=1) / p.size
+    return {
+        "mean": float(eces.mean()),
+        "high": float(np.quantile(eces, level)),
+        "p_value": float((1 + np.sum(eces >= observed_ece - 1e-12)) / (1 + resamples)),
+        "resamples": float(resamples),
+    }
+
+
 def summary_metrics(labels: ArrayLike, probabilities: ArrayLike, threshold: float = 0.5) -> dict[str, float]:
     """Every metric above in one flat dict (for MLflow); ranking metrics are NaN with one class only."""
     y, p = _inputs(labels, probabilities)

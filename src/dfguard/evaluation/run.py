@@ -32,6 +32,7 @@ from dfguard.config import EvaluateConfig, save_resolved
 from dfguard.evaluation.metrics import (
     bootstrap_interval,
     confusion_matrix,
+    ece_if_calibrated,
     expected_calibration_error,
     metrics_by_group,
     precision_recall_curve,
@@ -137,16 +138,20 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
 
 
 def breakdowns(videos: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Video metrics per manipulation method, compression and identity, the within-identity AUC and the
-    bootstrap intervals, from a table with columns target, probability, method, compression, identity."""
+    """Video metrics per manipulation method, compression and identity, the within-identity AUC, the
+    bootstrap intervals and the ECE a perfectly calibrated model would show here, from a table with
+    columns target, probability, method, compression, identity."""
     by_identity = _groups(videos, "identity", "grouped", threshold)
+    y, p = videos["target"].to_numpy(), videos["probability"].to_numpy()
     return {
         "by_method": _groups(videos, "method", "shared", threshold),
         "by_compression": _groups(videos, "compression", "grouped", threshold),
         "by_identity": by_identity,
         "within_identity_auc": _mean_defined([group["auc"] for group in by_identity.values()]),
-        "video_interval": _intervals(
-            videos["target"].to_numpy(), videos["probability"].to_numpy(), videos["identity"].to_numpy()
+        "video_interval": _intervals(y, p, videos["identity"].to_numpy()),
+        # Whether the ECE measured can tell this model from a perfectly calibrated one on this sample.
+        "ece_if_calibrated": clean_floats(
+            ece_if_calibrated(p, expected_calibration_error(y, p), INTERVAL_RESAMPLES, INTERVAL_LEVEL)
         ),
     }
 
