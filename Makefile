@@ -57,6 +57,6 @@ bench-detect: $(STAMP)
 crossval: $(STAMP)
 	$(BIN)/dfguard crossval
 
-# Cross-validated AUC against the number of people trained on (3 cross-validations; ~75 min).
+# Cross-validated AUC against the number of people trained on (3 cross-validations; about 1.5 h).
 learning-curve: $(STAMP)
 	$(BIN)/dfguard learning-curve
