@@ -135,11 +135,16 @@ class ReliabilityData:
     fake_fraction: np.ndarray  # (n_bins,) observed frequency of fakes, NaN for empty bins
 
 
+def _probability_bins(p: np.ndarray, n_bins: int) -> np.ndarray:
+    """The equal-width bin of each probability: [i/n, (i+1)/n), with 1.0 in the last bin."""
+    return np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
 def reliability_data(labels: ArrayLike, probabilities: ArrayLike, n_bins: int = ECE_BINS) -> ReliabilityData:
     """Bin i holds probabilities in [i/n, (i+1)/n); the last bin also holds 1.0."""
     y, p = _inputs(labels, probabilities)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    bins = _probability_bins(p, n_bins)
     counts = np.bincount(bins, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_p = np.bincount(bins, weights=p, minlength=n_bins) / counts
@@ -175,11 +180,13 @@ def ece_if_calibrated(
     p = np.asarray(probabilities, dtype=np.float64).ravel()
     if p.size == 0 or not np.all((p >= 0) & (p <= 1)):
         raise ValueError("need at least one probability, all in [0, 1]")
-    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    bins = _probability_bins(p, n_bins)
     probability_sums = np.bincount(bins, weights=p, minlength=n_bins)
     draws = np.random.default_rng(seed).random((resamples, p.size)) < p  # (R, N) labels
     # Per draw and bin: |sum of probabilities - number of fakes|, which is count * |mean p - fraction|.
-    fakes = np.stack([np.bincount(bins, weights=row, minlength=n_bins) for row in draws])
+    # One bincount over all draws: draw r's bin b is slot r * n_bins + b.
+    slots = (np.arange(resamples)[:, None] * n_bins + bins).ravel()
+    fakes = np.bincount(slots, weights=draws.ravel(), minlength=resamples * n_bins).reshape(resamples, n_bins)
     eces = np.abs(probability_sums - fakes).sum(axis=1) / p.size
     return {
         "mean": float(eces.mean()),

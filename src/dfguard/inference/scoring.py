@@ -41,14 +41,15 @@ def score_crops(
     """Logits, features (and a clip model's embeddings) of uint8 BGR crops, in eval mode without
     gradients."""
     logits, features, embeddings = [], [], []
+    clip_model = _clip_model(model) if model.clip_model else None
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
             batch = to_batch(list(crops[start : start + batch_size]), model.preset).to(device)
-            if model.clip_model:
-                embedded = _clip_model(model).embed_frames(batch)
-                out = _clip_model(model).judge(embedded.unsqueeze(1))
+            if clip_model is not None:
+                embedded = clip_model.embed_frames(batch)
+                out = clip_model.judge(embedded.unsqueeze(1))
                 embeddings.append(embedded.float().cpu().numpy())
             else:
                 out = model(batch)
