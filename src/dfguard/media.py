@@ -46,8 +46,9 @@ def media_kind(path: Path) -> MediaKind | None:
     return None
 
 
-def probe_media(path: Path) -> MediaInfo:
-    """Read the facts a manifest needs, decoding one frame to prove the file is really readable."""
+def usable_media_kind(path: Path) -> MediaKind:
+    """The kind of a media file worth trying to decode; MediaError for an unsupported extension, a
+    path that is not a regular file (a folder, a device) and an empty file."""
     kind = media_kind(path)
     if kind is None:
         raise MediaError(f"unsupported file type {path.suffix or '(none)'!r}")
@@ -55,7 +56,12 @@ def probe_media(path: Path) -> MediaInfo:
         raise MediaError("not a regular file")
     if path.stat().st_size == 0:
         raise MediaError("empty file")
-    if kind == "image":
+    return kind
+
+
+def probe_media(path: Path) -> MediaInfo:
+    """Read the facts a manifest needs, decoding one frame to prove the file is really readable."""
+    if usable_media_kind(path) == "image":
         return _probe_image(path)
     try:
         return _probe_video_opencv(path)

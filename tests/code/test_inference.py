@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +27,7 @@ from dfguard.inference.predictor import (
     UNREADABLE,
     Predictor,
 )
-from dfguard.inference.scoring import score_crops, track_clip_logits
+from dfguard.inference.scoring import score_crop_files, score_crops, track_clip_logits
 from dfguard.models import Detector, get_model, save_detector
 from dfguard.transforms import to_batch
 
@@ -203,3 +204,25 @@ def test_a_clip_model_runs_its_backbone_once_per_face(inference_media: Path, tmp
     predictor.model.backbone.register_forward_hook(lambda _m, inputs, _o: embedded.append(len(inputs[0])))
     prediction = predictor.predict(inference_media / "face.mp4")
     assert prediction.judged and sum(embedded) == len(prediction.faces)
+
+
+def test_crop_files_score_a_batch_at_a_time_like_crops_in_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _clip_model()
+    rng = np.random.default_rng(5)
+    crops = [rng.integers(0, 256, (40, 40, 3), np.uint8) for _ in range(5)]
+    paths = []
+    for index, crop in enumerate(crops):
+        paths.append(str(tmp_path / f"{index}.png"))
+        assert cv2.imwrite(paths[-1], crop)
+    whole = score_crops(model, crops)
+    batched = score_crop_files(model, paths, batch_size=2, progress="score test")
+    assert batched.logits == pytest.approx(whole.logits, abs=1e-5)
+    assert batched.embeddings is not None and whole.embeddings is not None
+    assert batched.embeddings == pytest.approx(whole.embeddings, abs=1e-5)
+    bar = capsys.readouterr().err
+    assert "score test" in bar and "3/3" in bar, "a labelled bar over the 3 batches"
+    score_crop_files(model, paths, batch_size=2)
+    assert capsys.readouterr().err == "", "no bar without a label"
+    assert len(score_crop_files(model, []).logits) == 0

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from tqdm import tqdm
 
 from dfguard.config import EvaluateConfig, save_resolved
 from dfguard.evaluation.metrics import (
@@ -47,14 +46,11 @@ from dfguard.evaluation.plots import (
     plot_roc,
     plot_scores_by_group,
 )
-from dfguard.faces.crops import read_crop
 from dfguard.inference.predictor import Predictor
-from dfguard.inference.scoring import concat_scores
 
 FACES_NAME = "faces.parquet"
 METRICS_NAME = "metrics.json"
 VIDEOS_NAME = "videos.parquet"
-SCORE_BATCH = 256  # crops read and scored per step: bounds memory on large splits
 INTERVAL_LEVEL, INTERVAL_RESAMPLES = 0.95, 1000
 
 
@@ -78,14 +74,7 @@ def score_split(
     if faces.empty:
         raise ValueError(f"{table} has no faces in split {split!r}")
     paths = [str(folder / crop) for crop in faces["crop"]]
-    scores = concat_scores(
-        [
-            predictor.score_crops([read_crop(p) for p in paths[start : start + SCORE_BATCH]])
-            for start in tqdm(
-                range(0, len(paths), SCORE_BATCH), desc=f"score {split}", unit="batch", disable=not progress
-            )
-        ]
-    )
+    scores = predictor.score_crop_files(paths, progress=f"score {split}" if progress else "")
     faces["logit"] = scores.logits
     faces["target"] = (faces["label"] == "fake").astype(np.int64)
     videos = predictor.video_logits(faces, carry=("target", "method"), embeddings=scores.embeddings)

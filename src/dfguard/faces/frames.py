@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from dfguard.media import MediaError, media_kind
+from dfguard.media import MediaError, usable_media_kind
 
 Backend = Literal["opencv", "pyav"]
 BACKENDS: tuple[Backend, ...] = ("opencv", "pyav")
@@ -59,14 +59,7 @@ def read_sampled(path: Path, n: int, backends: tuple[Backend, ...] = BACKENDS) -
     """
     if n < 1:
         raise ValueError(f"at least one frame must be sampled, got {n}")
-    kind = media_kind(path)
-    if kind is None:
-        raise MediaError(f"unsupported file type {path.suffix or '(none)'!r}")
-    if not path.is_file():
-        raise MediaError("not a regular file")
-    if path.stat().st_size == 0:
-        raise MediaError("empty file")
-    if kind == "image":
+    if usable_media_kind(path) == "image":
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise MediaError("unreadable image (corrupt or not an image)")

@@ -30,7 +30,7 @@ from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import read_sampled
-from dfguard.inference.scoring import FaceScores, score_crops, track_clip_logits
+from dfguard.inference.scoring import FaceScores, score_crop_files, score_crops, track_clip_logits
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
 from dfguard.runtime import torch_threads
@@ -137,6 +137,10 @@ class Predictor:
         """Logits, features (and a clip model's embeddings) of aligned crops (uint8 BGR, as the face
         dataset stores them)."""
         return score_crops(self.model, crops, device=self.device)
+
+    def score_crop_files(self, paths: list[str], progress: str = "") -> FaceScores:
+        """`score_crops` of crop image files, read a batch at a time; `progress` labels a progress bar."""
+        return score_crop_files(self.model, paths, device=self.device, progress=progress)
 
     def video_logits(
         self, faces: pd.DataFrame, carry: tuple[str, ...] = (), embeddings: np.ndarray | None = None

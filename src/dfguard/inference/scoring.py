@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from dfguard.faces.crops import read_crop
 from dfguard.models.base import Detector
@@ -65,12 +66,14 @@ def score_crops(
 
 
 def score_crop_files(
-    model: Detector, paths: Sequence[str], batch_size: int = 64, device: str = "cpu"
+    model: Detector, paths: Sequence[str], batch_size: int = 64, device: str = "cpu", progress: str = ""
 ) -> FaceScores:
-    """`score_crops` over crop image files, read a batch at a time to bound memory."""
+    """`score_crops` over crop image files, read a batch at a time to bound memory; `progress` labels a
+    progress bar over the batches (none when empty)."""
+    starts = range(0, len(paths), batch_size)
     parts = [
         score_crops(model, [read_crop(p) for p in paths[start : start + batch_size]], batch_size, device)
-        for start in range(0, len(paths), batch_size)
+        for start in tqdm(starts, desc=progress, unit="batch", disable=not progress)
     ]
     return concat_scores(parts) if parts else score_crops(model, [], batch_size, device)
 
