@@ -75,10 +75,10 @@ def score_crop_files(
         score_crops(model, [read_crop(p) for p in paths[start : start + batch_size]], batch_size, device)
         for start in tqdm(starts, desc=progress, unit="batch", disable=not progress)
     ]
-    return concat_scores(parts) if parts else score_crops(model, [], batch_size, device)
+    return _concat_scores(parts) if parts else score_crops(model, [], batch_size, device)
 
 
-def concat_scores(parts: Sequence[FaceScores]) -> FaceScores:
+def _concat_scores(parts: Sequence[FaceScores]) -> FaceScores:
     """Scores of consecutive batches as one."""
     return FaceScores(
         np.concatenate([part.logits for part in parts]),
