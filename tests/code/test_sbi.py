@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,7 +24,8 @@ def _face_crop(size: int = 128, seed: int = 0) -> np.ndarray:
 def test_changes_only_inside_the_mask() -> None:
     crop = _face_crop()
     for seed in range(5):
-        fake, mask = self_blend(crop, np.random.default_rng(seed))
+        fake, mask, real = self_blend(crop, np.random.default_rng(seed))
+        assert real is crop
         assert fake.dtype == np.uint8 and fake.shape == crop.shape
         assert mask.dtype == np.float32 and mask.shape == crop.shape[:2]
         assert mask.min() >= 0.0 and mask.max() <= 1.0
@@ -32,6 +34,32 @@ def test_changes_only_inside_the_mask() -> None:
         inside = mask > 0.5 * mask.max()
         assert change[inside].mean() > 3.0  # and visibly altered inside it
         assert inside.mean() < 0.5  # the inner face, not the whole crop
+
+
+def test_background_share_moves_the_colour_change_to_the_real_of_the_pair() -> None:
+    crop = cv2.GaussianBlur(_face_crop(), (0, 0), 4)  # smooth: a shift of a few pixels changes it little
+    fully_pasted = 0
+    for seed in range(12):
+        fake, mask, real = self_blend(crop, np.random.default_rng(seed), background_share=1.0)
+        assert np.abs(real.astype(np.int64) - crop).mean() > 0.5  # the whole real is altered
+        np.testing.assert_array_equal(fake[mask == 0], real[mask == 0])  # the fake shares its background
+        if mask.max() < 1.0:
+            continue  # a partial blend mixes the two, so which one the face came from is not measurable
+        # Where the face is pasted in full, it is the original crop (shifted by a few pixels), not the
+        # altered one.
+        inside = mask == 1.0
+        fake_inside = fake[inside].astype(np.int64)
+        assert np.abs(fake_inside - crop[inside]).mean() < np.abs(fake_inside - real[inside]).mean()
+        fully_pasted += 1
+    assert fully_pasted >= 3
+    # Half of the time, each way.
+    moved = [
+        self_blend(crop, np.random.default_rng(seed), background_share=0.5).real is not crop
+        for seed in range(40)
+    ]
+    assert 10 < sum(moved) < 30
+    with pytest.raises(ValueError, match="background_share"):
+        self_blend(crop, np.random.default_rng(0), background_share=1.5)
 
 
 def test_mask_follows_the_landmarks() -> None:

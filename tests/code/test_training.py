@@ -120,6 +120,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(faces_dir: Path
     [
         ({"frozen_epochs": 2, "epochs": 2}, "frozen_epochs"),
         ({"sbi_share": 1.5}, "sbi_share"),
+        ({"sbi_background_share": -0.1}, "sbi_background_share"),
         ({"loss": "hinge"}, "loss"),
         ({"batch_size": 7}, "even"),
         ({"model": "ensemble"}, "frame detectors and clip models"),

@@ -99,6 +99,28 @@ def test_pairs_share_their_augmentation_and_samples_are_reproducible(faces_dir: 
     assert torch.equal(dataset[(2, 5)][0], dataset[(2, 5)][0])
 
 
+@pytest.mark.parametrize("clip_length", [1, 3])
+def test_a_self_blend_with_an_altered_background_pairs_with_the_altered_real(
+    faces_dir: Path, clip_length: int
+) -> None:
+    faces = load_faces(faces_dir, "train")
+    cfg = TrainConfig(samples_per_epoch=96, use_dataset_fakes=False, sbi_background_share=1.0)
+    no_augmentation = AugmentConfig(p_flip=0, p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
+    partners = np.full(len(faces), NO_PARTNER)
+    dataset = TrainingFaces(faces, partners, cfg, Preset(48), no_augmentation, 1.3, clip_length)
+    rows_of = clip_rows(faces, clip_length)
+    for pair in range(8):
+        (real, _, _), (fake, _, _) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
+        _, row = dataset.draws(0)[2 * pair]
+        originals = to_batch([resize(read_crop(faces.crop_path[r]), 48) for r in rows_of[row]], Preset(48))
+        # Every face of the real carries the colour change, and shares its border with the fake.
+        for face, (real_face, fake_face) in enumerate(
+            zip(real.reshape(originals.shape), fake.reshape(originals.shape), strict=True)
+        ):
+            assert not torch.allclose(real_face, originals[face])
+            assert torch.equal(real_face[:, :4], fake_face[:, :4]) and not torch.equal(real_face, fake_face)
+
+
 def test_blend_maps_mark_the_pasted_region_and_mirror_with_the_image(faces_dir: Path, tmp_path: Path) -> None:
     faces = load_faces(faces_dir, "train")
     partners = real_partners(faces, _manifest(faces_dir, tmp_path))

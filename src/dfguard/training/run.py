@@ -237,8 +237,9 @@ def _check(cfg: TrainConfig) -> None:
             "batch_size must hold an even number of draws (whole real/fake pairs of faces, or of clips "
             f"of clip_length faces for a clip model; {draws_per_batch} here), at most samples_per_epoch"
         )
-    if not 0.0 <= cfg.sbi_share <= 1.0:
-        raise ValueError(f"sbi_share must be within [0, 1], got {cfg.sbi_share}")
+    for name in ("sbi_share", "sbi_background_share"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{name} must be within [0, 1], got {getattr(cfg, name)}")
 
 
 def _faces_per_draw(cfg: TrainConfig) -> int:
