@@ -31,7 +31,7 @@ from dfguard.faces.align import template_points
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
 from dfguard.inference.scoring import track_keys
-from dfguard.training.sbi import SelfBlend, self_blend
+from dfguard.training.sbi import self_blend, self_blend_real
 from dfguard.transforms import AugmentConfig, Preset, hflip, resize, train_transform
 
 FACES_NAME = "faces.parquet"
@@ -217,17 +217,21 @@ class TrainingFaces(Dataset):
         crop = read_crop(self.faces["crop_path"].iat[row])
         size = self.preset.input_size
         if kind == SELF_BLEND:
-            blend = self._self_blend(crop, epoch, position)
+            blend_rng = self._blend_rng(epoch, position)
+            blend = self_blend(
+                crop, blend_rng, margin=self.margin, background_share=self.cfg.sbi_background_share
+            )
             crop = blend.image
             blend_map = cv2.resize(blend.mask, (size, size), interpolation=cv2.INTER_AREA)
         elif kind == DATASET_FAKE:
             blend_map = self._dataset_fake_map(size)
         else:
-            partner_kind, _ = self.draws(epoch)[position ^ 1]  # pairs sit at positions 2k and 2k + 1
-            if self.cfg.sbi_background_share > 0 and partner_kind == SELF_BLEND:
-                # The real of a self-blend pair (a self-blend of this very face, or clip): the fake's
-                # own blend says whether its background, and so this real, was altered.
-                crop = self._self_blend(crop, epoch, position ^ 1).real
+            # Pairs sit at positions 2k and 2k + 1. The real of a self-blend pair (of this very face, or
+            # clip) is altered when its fake's blend put the change on the background.
+            if self.cfg.sbi_background_share > 0 and self.draws(epoch)[position ^ 1][0] == SELF_BLEND:
+                crop = self_blend_real(
+                    crop, self._blend_rng(epoch, position ^ 1), self.cfg.sbi_background_share
+                )
             blend_map = np.zeros((size, size), np.float32)
         # One augmentation per pair (position // 2): the pair then differs only by the manipulation.
         # The mirror is drawn here so the blend map mirrors with the image; the rest of the augmentation
@@ -240,11 +244,10 @@ class TrainingFaces(Dataset):
         image = train_transform(crop, self.preset, self._no_flip, pair_rng)
         return image, torch.from_numpy(blend_map)
 
-    def _self_blend(self, crop: np.ndarray, epoch: int, fake_position: int) -> SelfBlend:
-        """The self-blend of the draw at `fake_position`: seeded by that draw, so its real partner can
-        recompute it, and every face of a clip gets the same one."""
-        blend_rng = np.random.default_rng((self.cfg.seed, epoch, fake_position, 1))
-        return self_blend(crop, blend_rng, margin=self.margin, background_share=self.cfg.sbi_background_share)
+    def _blend_rng(self, epoch: int, fake_position: int) -> np.random.Generator:
+        """The generator of the self-blend drawn at `fake_position`: seeded by that draw, so its real
+        partner can remake its real half, and every face of a clip gets the same blend."""
+        return np.random.default_rng((self.cfg.seed, epoch, fake_position, 1))
 
     def _dataset_fake_map(self, size: int) -> np.ndarray:
         """Where a dataset fake was pasted is not recorded; face manipulations replace the inner face,

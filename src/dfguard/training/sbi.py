@@ -58,6 +58,25 @@ def _misaligned(crop: np.ndarray, centre: np.ndarray, rng: np.random.Generator) 
     )
 
 
+def _pair_halves(
+    crop: np.ndarray, rng: np.random.Generator, background_share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(background, pasted face) before the misalignment: one of them carries the appearance shift.
+    These are a blend's first draws, so a generator in the same state gives the same pair."""
+    if not 0.0 <= background_share <= 1.0:
+        raise ValueError(f"background_share must be within [0, 1], got {background_share}")
+    # No draw when the share is 0, so a generator gives the same blends as before the option existed.
+    to_background = background_share > 0.0 and rng.random() < background_share
+    shifted = _appearance_shift(crop, rng)
+    return (shifted, crop) if to_background else (crop, shifted)
+
+
+def self_blend_real(crop: np.ndarray, rng: np.random.Generator, background_share: float) -> np.ndarray:
+    """The real half of the pair `self_blend` makes from the same crop and generator state, without
+    making the fake (the mask and the blend are most of a blend's cost)."""
+    return _pair_halves(crop, rng, background_share)[0]
+
+
 def self_blend(
     crop: np.ndarray,
     rng: np.random.Generator,
@@ -74,17 +93,12 @@ def self_blend(
     """
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
         raise ValueError(f"expected a uint8 HxWx3 crop, got {crop.dtype} {crop.shape}")
-    if not 0.0 <= background_share <= 1.0:
-        raise ValueError(f"background_share must be within [0, 1], got {background_share}")
     height, width = crop.shape[:2]
     if landmarks is None:
         points = template_points(1, margin) * (width, height)
     else:
         points = np.asarray(landmarks, np.float64).reshape(5, 2)
-    # No draw when the share is 0, so a generator gives the same blends as before the option existed.
-    to_background = background_share > 0.0 and rng.random() < background_share
-    shifted = _appearance_shift(crop, rng)
-    background, pasted = (shifted, crop) if to_background else (crop, shifted)
+    background, pasted = _pair_halves(crop, rng, background_share)
     pasted = _misaligned(pasted, points.mean(axis=0), rng)
     mask = (face_oval_mask(points, (height, width), rng) * rng.choice(BLEND_RATIOS)).astype(np.float32)
     base = background.astype(np.float32)
