@@ -107,6 +107,7 @@ class TrainConfig:
     use_dataset_fakes: bool = True  # False: reals + self-blends only (generalises to unseen methods)
     sbi_share: float = 0.5  # share of the fakes drawn that are self-blends, when both kinds are used
     sbi_background_share: float = 0.0  # self-blends whose colour change goes to the background (and real)
+    ema_decay: float = 0.0  # average of the weights, updated each step, validated and saved; 0: off
     augment: float = 1.0  # scales every augmentation's probability (0 turns augmentation off)
     loss: str = "bce"  # "bce" or "focal"
     blend_map_weight: float = 1.0  # weight of the manipulation-map loss, for models that output a map

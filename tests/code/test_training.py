@@ -87,14 +87,17 @@ def test_frozen_warm_up_leaves_the_backbone_then_fine_tuning_changes_it(
     )
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(faces_dir: Path, tmp_path: Path) -> None:
-    straight = train_detector(_cfg(faces_dir, tmp_path / "a", epochs=3), progress=False)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
+    faces_dir: Path, tmp_path: Path, ema_decay: float
+) -> None:
+    straight = train_detector(_cfg(faces_dir, tmp_path / "a", epochs=3, ema_decay=ema_decay), progress=False)
 
     def interrupt_after_epoch_2(record: dict, model) -> None:
         if record["epoch"] == 2:
             raise KeyboardInterrupt  # as if the machine went away after the checkpoint was written
 
-    cfg = _cfg(faces_dir, tmp_path / "b", epochs=3)
+    cfg = _cfg(faces_dir, tmp_path / "b", epochs=3, ema_decay=ema_decay)
     with pytest.raises(KeyboardInterrupt):
         train_detector(cfg, progress=False, on_epoch_end=interrupt_after_epoch_2)
     epochs_seen: list[int] = []
@@ -121,6 +124,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(faces_dir: Path
         ({"frozen_epochs": 2, "epochs": 2}, "frozen_epochs"),
         ({"sbi_share": 1.5}, "sbi_share"),
         ({"sbi_background_share": -0.1}, "sbi_background_share"),
+        ({"ema_decay": 1.0}, "ema_decay"),
         ({"loss": "hinge"}, "loss"),
         ({"batch_size": 7}, "even"),
         ({"model": "ensemble"}, "frame detectors and clip models"),

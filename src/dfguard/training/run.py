@@ -5,9 +5,10 @@ new head does not wreck pretrained features with its first, large gradients), th
 with the backbone at a lower learning rate; AdamW, linear warm-up then cosine decay over all steps.
 After each epoch the model scores every validation face; the epoch with the best video-level AUC
 (mean of frame probabilities per video; validation loss breaks ties) is kept, and training stops after
-`patience` epochs without improvement. Data come in real/fake pairs (see `training.data`). A clip model
-(`temporal`) trains on pairs of clips of `clip_length` consecutive faces and is validated on each video's
-faces as one clip, as the predictor will judge it.
+`patience` epochs without improvement. With `ema_decay` > 0 it is a moving average of the weights
+(`training.ema`) that is validated and kept, not the last step's. Data come in real/fake pairs (see
+`training.data`). A clip model (`temporal`) trains on pairs of clips of `clip_length` consecutive faces
+and is validated on each video's faces as one clip, as the predictor will judge it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dfguard.training.data import (
     load_faces,
     real_partners,
 )
+from dfguard.training.ema import WeightAverage
 from dfguard.training.losses import loss_function
 from dfguard.training.schedule import warmup_cosine
 from dfguard.training.step import train_step
@@ -131,6 +133,7 @@ def train_detector(
     scheduler = warmup_cosine(optimizer, cfg.epochs * len(loader), cfg.warmup_fraction)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = loss_function(cfg.loss, cfg.focal_gamma)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
     state = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
@@ -141,6 +144,8 @@ def train_detector(
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         restore_rng_state(saved["rng"])
+        if average is not None:
+            average.load_state_dict(saved["ema"])
         state = {k: saved[k] for k in state}
         log.info("resuming after epoch %d from %s", state["epoch"], checkpoint_dir)
 
@@ -153,10 +158,22 @@ def train_detector(
             total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress
         )
         train_loss = _train_epoch(
-            model, loader, bar, optimizer, scheduler, scaler, criterion, device, use_amp, cfg.blend_map_weight
+            model,
+            loader,
+            bar,
+            optimizer,
+            scheduler,
+            scaler,
+            criterion,
+            device,
+            use_amp,
+            cfg.blend_map_weight,
+            average,
         )
+        # The average, when kept, is what is validated, selected and saved.
+        judged = model if average is None else average.model
         bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
-        metrics = validation_metrics(model, val_faces, device)
+        metrics = validation_metrics(judged, val_faces, device)
         bar.set_postfix(
             loss=f"{train_loss:.3f}",
             val_video_auc=metrics["val_video_auc"],
@@ -175,7 +192,7 @@ def train_detector(
         log.info("epoch %d: %s", epoch + 1, record)
         if state["best"] is None or _better(metrics, state["best"]):
             state["best"] = {**metrics, "epoch": epoch + 1}
-            state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state["best_model"] = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
             state["stale"] = 0
         else:
             state["stale"] += 1
@@ -189,10 +206,11 @@ def train_detector(
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": rng_state(),
+                **({"ema": average.state_dict()} if average is not None else {}),
             },
         )
         if on_epoch_end is not None:
-            on_epoch_end(record, model)
+            on_epoch_end(record, judged)
 
     model.load_state_dict(state["best_model"])
     seconds = time.perf_counter() - started
@@ -237,6 +255,8 @@ def _check(cfg: TrainConfig) -> None:
             "batch_size must hold an even number of draws (whole real/fake pairs of faces, or of clips "
             f"of clip_length faces for a clip model; {draws_per_batch} here), at most samples_per_epoch"
         )
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be within [0, 1) (0: no average), got {cfg.ema_decay}")
     for name in ("sbi_share", "sbi_background_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {getattr(cfg, name)}")
@@ -271,8 +291,10 @@ def _train_epoch(
     device: str,
     use_amp: bool,
     blend_map_weight: float,
+    average: WeightAverage | None = None,
 ) -> float:
-    """One pass over the epoch's batches; the bar shows the loss of the last 20."""
+    """One pass over the epoch's batches; the bar shows the loss of the last 20. `average`, when
+    given, is updated after every step."""
     model.train()
     losses = []
     for images, targets, blend_maps in loader:
@@ -283,6 +305,8 @@ def _train_epoch(
         )
         losses.append(loss)
         scheduler.step()
+        if average is not None:
+            average.update(model)
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     return round(float(np.mean(losses)), 4)
