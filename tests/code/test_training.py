@@ -17,7 +17,8 @@ from dfguard.evaluation.run import run_evaluate
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
 from dfguard.models import load_detector
-from dfguard.training.run import train_detector
+from dfguard.training.checkpoint import load_checkpoint
+from dfguard.training.run import _settings_key, train_detector
 from dfguard.transforms import to_batch
 
 
@@ -116,6 +117,23 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
     history_a = json.loads((straight.model_dir / "history.json").read_text())
     history_b = json.loads((resumed.model_dir / "history.json").read_text())
     assert [h["val_loss"] for h in history_a] == [h["val_loss"] for h in history_b]
+
+
+def test_training_validates_and_saves_the_average_of_the_weights(faces_dir: Path, tmp_path: Path) -> None:
+    cfg = _cfg(faces_dir, tmp_path, ema_decay=0.9)
+    judged: list[dict[str, torch.Tensor]] = []
+    result = train_detector(cfg, progress=False, on_epoch_end=_snapshots(judged))
+    saved = load_checkpoint(Path(cfg.checkpoint_dir) / _settings_key(cfg))
+    assert saved is not None and saved["ema"]["updates"] == 2 * 32 // 8
+    # What the epoch hook (validation) saw is the average, not the live weights the optimiser moved.
+    for key, value in judged[-1].items():
+        assert torch.equal(value, saved["ema"]["model"][key]), key
+    weights = [k for k, v in judged[-1].items() if v.is_floating_point() and k.endswith("weight")]
+    assert any(not torch.equal(judged[-1][k], saved["model"][k]) for k in weights)
+    model, _ = load_detector(result.model_dir)
+    best = judged[result.best_epoch - 1]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
 
 
 @pytest.mark.parametrize(
