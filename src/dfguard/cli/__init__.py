@@ -1,0 +1,41 @@
+"""`dfguard`: the engineers' command line. Each command is a thin shell over a plain function; each
+module of this package owns one group of commands and adds its own parsers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dfguard.cli import bench, data, models, pipeline, registry, studies
+from dfguard.config import PARAMS_FILE
+
+log = logging.getLogger("dfguard")
+# What `--help` says; the docstring above is for whoever maintains the package.
+DESCRIPTION = "dfguard: the engineers' command line for the deepfake detectors, their data and registry."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dfguard", description=DESCRIPTION)
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in (pipeline, data, models, studies, bench, registry):
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dfguard.runtime import configure_runtime
+
+    args = build_parser().parse_args(argv)
+    configure_runtime(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        log.debug("failed", exc_info=True)
+        print(f"dfguard: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,65 @@
+"""Benchmarks: face extraction against its baselines, `dfguard detect` latency and the models table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dfguard.cli.common import Commands, config_from
+
+
+def _bench_extract(args: argparse.Namespace) -> int:
+    from dfguard.faces.bench import run_bench
+
+    cfg = config_from(args, {}).extract
+    run_bench(cfg, Path(args.out), frames_per_video=args.frames, max_videos=args.max_videos)
+    return 0
+
+
+def _bench_detect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dfguard.inference.bench import format_figures, run_bench_detect
+
+    cfg = config_from(args, {})
+    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
+    source = (
+        Path(cfg.ingest.dataset_dir)
+        / manifest[manifest["split"] == "test"].sort_values("path")["path"].iloc[0]
+    )
+    figures = run_bench_detect(
+        Path(args.model),
+        source,
+        Path(cfg.extract.out_dir),
+        Path(args.out),
+        args.frames,
+        trained=[Path(d) for d in args.trained],
+        manifest_path=Path(cfg.evaluate.manifest_path),
+    )
+    print(format_figures(figures))
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
+    bench_extract = bench.add_parser(
+        "extract", help="face extraction vs a dlib pipeline and the decode floor"
+    )
+    bench_extract.add_argument("--out", default="bench/extract", help="where results and plots go")
+    bench_extract.add_argument("--frames", type=int, default=16, help="frames per video")
+    bench_extract.add_argument("--max-videos", type=int, help="limit the number of videos")
+    bench_extract.set_defaults(func=_bench_extract)
+    bench_detect = bench.add_parser("detect", help="`dfguard detect` latency on a 10 s clip; models table")
+    bench_detect.add_argument(
+        "--model", default="models/calibrated", help="model folder (default: %(default)s)"
+    )
+    bench_detect.add_argument("--out", default="bench/detect", help="where results go (default: %(default)s)")
+    bench_detect.add_argument("--frames", type=int, default=16, help="frames sampled (default: %(default)s)")
+    bench_detect.add_argument(
+        "--trained",
+        action="append",
+        default=[],
+        metavar="MODEL_DIR",
+        help="a trained model folder whose test AUC/ECE fill its row of the models table (repeatable)",
+    )
+    bench_detect.set_defaults(func=_bench_detect)

@@ -1,0 +1,119 @@
+"""The main job (`dfguard run`), the Prefect pipeline and its scheduled deployments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dfguard.cli.common import Commands, calibration_text, config_from, interval_text
+from dfguard.config import Config
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The main job on the embedded defaults: raw data -> DVC-tracked stages -> default remote, then a
+    verdict on a held-out clip."""
+    from dfguard.corpus.sources import fetch_sources
+    from dfguard.versioning import track_raw_data
+
+    cfg = config_from(args, {})
+    index = fetch_sources(Path(cfg.corpus.sources_dir))
+    for skipped in index["skipped"]:
+        print(f"source skipped: {skipped['source']}: {skipped['reason']}")
+    track_raw_data()
+    result = _run_pipeline(args)
+    for title, summary_path in (
+        ("Manifest", Path(cfg.ingest.out_dir) / "summary.json"),
+        ("Face dataset", Path(cfg.extract.out_dir) / "summary.json"),
+    ):
+        print(f"\n{title} summary ({summary_path}):")
+        print(summary_path.read_text())
+    print(f"Contact sheet: {Path(cfg.corpus.out_dir) / 'contact_sheet.jpg'}")
+    _print_evaluation(Path(cfg.evaluate.out_dir) / "metrics.json")
+    _detect_held_out_clip(cfg)
+    _print_pipeline(result, cfg)
+    return 0
+
+
+def _run_pipeline(args: argparse.Namespace) -> dict:
+    from pipelines.pipeline import pipeline_flow
+
+    return pipeline_flow(params_path=args.params)
+
+
+def _pipeline_run(args: argparse.Namespace) -> int:
+    _print_pipeline(_run_pipeline(args), config_from(args, {}))
+    return 0
+
+
+def _print_pipeline(result: dict, cfg: Config) -> None:
+    promotion = result["promote"]
+    print(
+        f"\nPipeline: model version {result['train']['version']} "
+        f"({'newly registered' if result['train']['registered'] else 'already registered'}, "
+        f"{'promoted to champion' if promotion['promoted'] else 'not promoted'}); wall time by flow (s): "
+        f"{result['seconds']}"
+    )
+    for reason in promotion["reasons"]:
+        print(f"  gate: {reason}")
+    print(
+        f"Registry: {cfg.registry.tracking_uri or cfg.registry.root + '/mlflow.db'} (`dfguard models list`). "
+        "UIs: `dfguard server start`, then MLflow at http://127.0.0.1:5000 and Prefect at http://127.0.0.1:4200"
+    )
+
+
+def _print_evaluation(metrics_path: Path) -> None:
+    metrics = json.loads(metrics_path.read_text())
+    video = metrics["video"]
+    methods = ", ".join(f"{m} {v['auc']:.3f}" for m, v in metrics["by_method"].items())
+    print(
+        f"\nTest split ({metrics_path}): video AUC {video['auc']:.3f} ({methods}), frame AUC "
+        f"{metrics['frame']['auc']:.3f}, ECE {video['ece']:.3f}, accuracy {video['accuracy']:.3f}"
+    )
+    print(interval_text(metrics))
+    print(calibration_text(metrics))
+
+
+def _detect_held_out_clip(cfg: Config) -> None:
+    """`dfguard detect` on the first manipulated clip of the test split: people never seen in training."""
+    import pandas as pd
+
+    from dfguard.inference.predictor import Predictor
+    from dfguard.inference.report import write_report
+
+    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
+    held_out = manifest[(manifest["split"] == "test") & (manifest["label"] == "fake")].sort_values("path")
+    if held_out.empty:
+        return
+    clip = Path(cfg.ingest.dataset_dir) / held_out["path"].iloc[0]
+    predictor = Predictor.load(cfg.evaluate.model_dir)
+    prediction = predictor.predict(clip)
+    folder = write_report(prediction, predictor, clip, Path("reports/detect"))
+    print(
+        f"\ndfguard detect {clip} ({held_out['method'].iloc[0]}, held out): {prediction.verdict}, "
+        f"p(fake) {prediction.probability} -> report in {folder}"
+    )
+
+
+def _flows_serve(args: argparse.Namespace) -> int:
+    from pipelines.deployments import serve_flows
+
+    serve_flows(config_from(args, {}).flows, args.params)
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    run = commands.add_parser("run", help="the main job: fetch sources, run the pipeline flow")
+    run.set_defaults(func=_run)
+    pipeline = commands.add_parser("pipeline", help="the Prefect pipeline").add_subparsers(
+        dest="action", required=True
+    )
+    pipeline.add_parser(
+        "run", help="extract -> train -> calibrate -> evaluate -> register -> promote, then push"
+    ).set_defaults(func=_pipeline_run)
+    flows = commands.add_parser("flows", help="Prefect deployments").add_subparsers(
+        dest="action", required=True
+    )
+    flows.add_parser(
+        "serve", help="serve the flows on their schedules (needs `dfguard server start` running)"
+    ).set_defaults(func=_flows_serve)
