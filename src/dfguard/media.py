@@ -6,6 +6,7 @@ are wrapped so a bad file raises `MediaError` with a reason a person can act on,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,11 +16,17 @@ from typing import Literal
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"})
 
 MediaKind = Literal["video", "image"]
+
+# Images whose header declares more pixels than this are refused before anything is decoded: a PNG of
+# a few kilobytes can declare a 50000x50000 canvas (a decompression bomb: 7.5 GB once decoded). 120
+# megapixels admits the largest common camera photos (108 MP phone sensors; an 8K frame is 33 MP).
+MAX_IMAGE_PIXELS = 120_000_000
 
 
 class MediaError(ValueError):
@@ -72,11 +79,35 @@ def probe_media(path: Path) -> MediaInfo:
             raise MediaError(f"unreadable video: {first}; {second}") from second
 
 
-def _probe_image(path: Path) -> MediaInfo:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode an image file with OpenCV; MediaError for a corrupt file or one whose header declares
+    more than MAX_IMAGE_PIXELS."""
+    _refuse_oversized(path)
+    image = cv2.imread(str(path), flags)
     if image is None or image.size == 0:
         raise MediaError("unreadable image (corrupt or not an image)")
-    height, width = image.shape[:2]
+    return image
+
+
+def _refuse_oversized(path: Path) -> None:
+    """Check the size an image's header declares, without decoding its pixels (PIL opens lazily)."""
+    limit = f"the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:
+        # PIL's own ceiling (twice its warning size) lies above ours, so this file is over ours too.
+        raise MediaError(f"image declares more pixels than {limit}") from err
+    except (OSError, ValueError, SyntaxError):
+        return  # a header PIL cannot parse: OpenCV's decoding decides whether it is an image at all
+    if width * height > MAX_IMAGE_PIXELS:
+        raise MediaError(f"{width}x{height} px image ({width * height / 1e6:.0f} megapixels) is over {limit}")
+
+
+def _probe_image(path: Path) -> MediaInfo:
+    height, width = read_image(path, cv2.IMREAD_UNCHANGED).shape[:2]
     return MediaInfo("image", width, height, 0.0, 1, 0.0)
 
 

@@ -1,15 +1,19 @@
-"""Frame sampling and reading: evenly spaced indices, seeking to the right frames, bad files refused."""
+"""Frame sampling and reading: evenly spaced indices, seeking to the right frames, large frames shrunk,
+bad files (corrupt, empty, decompression bombs) refused."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from dfguard.faces import frames as frames_module
 from dfguard.faces.frames import SEEK_GAP_FRAMES, read_sampled, sample_indices
-from dfguard.media import MediaError, write_video
+from dfguard.media import MAX_IMAGE_PIXELS, MediaError, probe_media, write_video
 
 BITS, CELL = 10, 16  # frame numbers up to 1023, one 16x16 black or white cell per bit
 
@@ -96,3 +100,44 @@ def test_unreadable_files_raise_media_error_with_the_reason(
     path.write_bytes(content)
     with pytest.raises(MediaError, match=message):
         read_sampled(path, 16)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A valid PNG signature and header declaring `width` x `height`, with no pixel data after it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [12_000, 60_000])  # over our limit; over PIL's own bomb limit too
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path, side: int) -> None:
+    assert side * side > MAX_IMAGE_PIXELS
+    bomb = _png_header_only(tmp_path / "bomb.png", side, side)
+    for read in (lambda: read_sampled(bomb, 16), lambda: probe_media(bomb)):
+        with pytest.raises(MediaError, match="megapixel limit"):
+            read()
+
+
+def test_frames_over_the_pixel_budget_are_shrunk_and_say_by_how_much(
+    tmp_path: Path, numbered_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = _numbered_frame(37)  # 80 x 32 px
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), frame)
+    as_decoded = read_sampled(image, 1)
+    assert as_decoded.scale == 1.0 and np.array_equal(as_decoded.frames[0], frame)
+
+    monkeypatch.setattr(frames_module, "MAX_FRAME_PIXELS", 80 * 32 // 4)
+    shrunk = read_sampled(image, 1)
+    assert shrunk.scale == pytest.approx(0.5) and shrunk.frames[0].shape == (16, 40, 3)
+    for backend in ("opencv", "pyav"):
+        sampled = read_sampled(numbered_video, 3, backends=(backend,))
+        assert sampled.scale == pytest.approx(0.5), backend
+        assert {frame.shape for frame in sampled.frames} == {(16, 40, 3)}, backend
+        # Area averaging keeps each 16 px cell a readable 8 px one: the frames are still the right ones.
+        enlarged = [cv2.resize(f, (80, 32), interpolation=cv2.INTER_NEAREST) for f in sampled.frames]
+        assert [_read_number(f) for f in enlarged] == sampled.indices, backend

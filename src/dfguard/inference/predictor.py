@@ -184,7 +184,9 @@ class Predictor:
         if sampled.backend != "image" and sampled.frame_count < MIN_VIDEO_FRAMES:
             reason = f"{sampled.frame_count} decodable frames; at least {MIN_VIDEO_FRAMES} are needed"
             return self._status(TOO_SHORT, reason, seconds)
-        return self.predict_frames(sampled.frames, sampled.indices, sampled.timestamps_s, seconds)
+        return self.predict_frames(
+            sampled.frames, sampled.indices, sampled.timestamps_s, seconds, source_scale=sampled.scale
+        )
 
     def predict_bytes(self, data: bytes, filename: str, n_frames: int | None = None) -> Prediction:
         """Judge an uploaded file. Only the extension of `filename` is used (it picks the decoder), so a
@@ -203,8 +205,13 @@ class Predictor:
         indices: list[int] | None = None,
         timestamps_s: list[float] | None = None,
         seconds: dict[str, float] | None = None,
+        source_scale: float = 1.0,
     ) -> Prediction:
-        """Judge decoded frames of one video (or one image), BGR uint8, all the same size."""
+        """Judge decoded frames of one video (or one image), BGR uint8, all the same size.
+
+        `source_scale` is frame pixels per pixel of the client's file (below 1 when reading shrank
+        large frames): face boxes are reported in the file's pixels, where a client draws them.
+        """
         seconds = dict(seconds or {})
         if not frames:
             return self._status(UNREADABLE, "no frames", seconds)
@@ -267,7 +274,7 @@ class Predictor:
                     face.frame_index,
                     round(face.timestamp_s, 3),
                     face.track_id,
-                    [round(float(v), 1) for v in face.face.box],
+                    [round(float(v) / source_scale, 1) for v in face.face.box],
                     round(float(p), 6),
                 )
                 for face, p in zip(media.faces, face_probs, strict=True)
