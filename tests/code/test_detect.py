@@ -58,6 +58,15 @@ def test_detect_prints_a_verdict_per_file_and_writes_reports_inside_the_report_f
     assert all(p.parent == reports for p in reports.iterdir())
 
 
+def test_detect_on_a_folder_without_media_is_an_error(
+    trained_detector: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "notes.txt").write_text("no media here")
+    assert main(["detect", str(tmp_path), "--model", str(trained_detector[1]), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"no videos or images under {tmp_path}" in captured.err
+
+
 def test_report_folders_cannot_escape_or_collide(tmp_path: Path) -> None:
     tricky = report_folder(tmp_path, Path("../../etc/pass wd..mp4"))
     assert tricky.parent == tmp_path and "/" not in tricky.name and not tricky.name.startswith(".")

@@ -53,6 +53,21 @@ def test_models_list_and_show(registry, capsys: pytest.CaptureFixture) -> None:
     assert "no version '7'" in capsys.readouterr().err
 
 
+def test_a_reader_that_stops_early_ends_the_listing_quietly(registry) -> None:
+    """`dfguard models list | head -1`: no traceback, and the exit status of a process stopped by SIGPIPE."""
+    _, args = registry
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dfguard.cli", *args, "models", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # the reader is gone before the listing is written
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGPIPE, errors
+    assert "Traceback" not in errors and "Exception ignored" not in errors
+
+
 def test_models_promote_and_rollback(registry, capsys: pytest.CaptureFixture) -> None:
     client, args = registry
     assert main([*args, "models", "promote", "3"]) == 1

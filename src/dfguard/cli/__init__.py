@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from dfguard.cli import bench, data, models, pipeline, registry, studies
@@ -34,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_runtime(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return args.func(args)
+        code = args.func(args)
+        # Flushed here, so that a reader that stopped early (`dfguard models list | head -1`) is handled
+        # below instead of as "Exception ignored" when the interpreter exits.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Nobody reads what is left: send it nowhere, and exit as a process stopped by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         log.debug("failed", exc_info=True)
         print(f"dfguard: error: {err}", file=sys.stderr)

@@ -83,6 +83,9 @@ def _detect(args: argparse.Namespace) -> int:
     files = (
         sorted(p for p in target.rglob("*") if p.is_file() and media_kind(p)) if target.is_dir() else [target]
     )
+    if not files:
+        print(f"error: no videos or images under {target}", file=sys.stderr)
+        return 2
     predictor = Predictor.load(args.model)
     results = []
     for path in files:
