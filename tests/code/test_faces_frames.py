@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from dfguard.faces import frames as frames_module
 from dfguard.faces.frames import SEEK_GAP_FRAMES, read_sampled, sample_indices
 from dfguard.media import MAX_IMAGE_PIXELS, MediaError, probe_media, write_video
 
@@ -123,19 +122,19 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path:
 
 
 def test_frames_over_the_pixel_budget_are_shrunk_and_say_by_how_much(
-    tmp_path: Path, numbered_video: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, numbered_video: Path
 ) -> None:
     frame = _numbered_frame(37)  # 80 x 32 px
     image = tmp_path / "still.png"
     cv2.imwrite(str(image), frame)
-    as_decoded = read_sampled(image, 1)
-    assert as_decoded.scale == 1.0 and np.array_equal(as_decoded.frames[0], frame)
+    for as_decoded in (read_sampled(image, 1), read_sampled(image, 1, max_pixels=None)):
+        assert as_decoded.scale == 1.0 and np.array_equal(as_decoded.frames[0], frame)
 
-    monkeypatch.setattr(frames_module, "MAX_FRAME_PIXELS", 80 * 32 // 4)
-    shrunk = read_sampled(image, 1)
+    budget = 80 * 32 // 4
+    shrunk = read_sampled(image, 1, max_pixels=budget)
     assert shrunk.scale == pytest.approx(0.5) and shrunk.frames[0].shape == (16, 40, 3)
     for backend in ("opencv", "pyav"):
-        sampled = read_sampled(numbered_video, 3, backends=(backend,))
+        sampled = read_sampled(numbered_video, 3, backends=(backend,), max_pixels=budget)
         assert sampled.scale == pytest.approx(0.5), backend
         assert {frame.shape for frame in sampled.frames} == {(16, 40, 3)}, backend
         # Area averaging keeps each 16 px cell a readable 8 px one: the frames are still the right ones.

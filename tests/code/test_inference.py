@@ -17,7 +17,6 @@ from scipy.special import expit
 
 from dfguard.calibration import UNCERTAIN, Calibrator
 from dfguard.config import ExtractConfig
-from dfguard.faces import frames as frames_module
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.frames import read_sampled
 from dfguard.inference.predictor import (
@@ -96,17 +95,14 @@ def test_a_large_image_is_judged_shrunk_and_its_faces_are_placed_in_its_own_pixe
     trained_detector: tuple[Path, Path],
     inference_media: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    predictor = Predictor.load(trained_detector[1])
     portrait = cv2.imread(str(inference_media / "portrait.png"))
     height, width = portrait.shape[:2]
     large = tmp_path / "large.png"
     cv2.imwrite(str(large), cv2.resize(portrait, (width * 3, height * 3), interpolation=cv2.INTER_NEAREST))
-    original = predictor.predict(inference_media / "portrait.png")
+    original = Predictor.load(trained_detector[1]).predict(inference_media / "portrait.png")
     # The budget is the portrait's own size: reading brings the large copy back to the portrait.
-    monkeypatch.setattr(frames_module, "MAX_FRAME_PIXELS", width * height)
-    judged = predictor.predict(large)
+    judged = Predictor.load(trained_detector[1], max_frame_pixels=width * height).predict(large)
     assert judged.judged and len(judged.faces) == len(original.faces) == 1
     assert judged.probability == pytest.approx(original.probability, abs=0.02)
     assert np.allclose(judged.faces[0].box, np.array(original.faces[0].box) * 3, atol=3)

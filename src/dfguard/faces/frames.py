@@ -46,14 +46,16 @@ class SampledFrames:
         return [index / self.fps if self.fps > 0 else 0.0 for index in self.indices]
 
 
-def shrink_scale(width: int, height: int) -> float:
-    """The factor that brings a frame to at most MAX_FRAME_PIXELS; 1 for frames already within it."""
-    return min(1.0, (MAX_FRAME_PIXELS / (width * height)) ** 0.5)
+def shrink_scale(width: int, height: int, max_pixels: int | None = MAX_FRAME_PIXELS) -> float:
+    """The factor that brings a frame to at most `max_pixels` (None: no limit); 1 for frames within it."""
+    if max_pixels is None:
+        return 1.0
+    return min(1.0, (max_pixels / (width * height)) ** 0.5)
 
 
-def _fit(frame: np.ndarray) -> np.ndarray:
+def _fit(frame: np.ndarray, max_pixels: int | None) -> np.ndarray:
     # The scale depends on the area only, so a video's rotation metadata cannot change it.
-    scale = shrink_scale(frame.shape[1], frame.shape[0])
+    scale = shrink_scale(frame.shape[1], frame.shape[0], max_pixels)
     if scale == 1.0:
         return frame
     return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -72,8 +74,11 @@ def sample_indices(frame_count: int, n: int) -> list[int]:
     return [int((i + 0.5) * frame_count / n) for i in range(n)]
 
 
-def read_sampled(path: Path, n: int, backends: tuple[Backend, ...] = BACKENDS) -> SampledFrames:
-    """Read `n` evenly spaced frames of a video, or the single frame of an image.
+def read_sampled(
+    path: Path, n: int, backends: tuple[Backend, ...] = BACKENDS, max_pixels: int | None = MAX_FRAME_PIXELS
+) -> SampledFrames:
+    """Read `n` evenly spaced frames of a video, or the single frame of an image, each shrunk to at most
+    `max_pixels` (None: as decoded).
 
     Raises MediaError (unsupported, empty, corrupt, no decodable frame) naming what each backend said.
     """
@@ -81,13 +86,13 @@ def read_sampled(path: Path, n: int, backends: tuple[Backend, ...] = BACKENDS) -
         raise ValueError(f"at least one frame must be sampled, got {n}")
     if usable_media_kind(path) == "image":
         image = read_image(path)
-        scale = shrink_scale(image.shape[1], image.shape[0])
-        return SampledFrames([_fit(image)], [0], 0.0, 1, "image", scale)
+        scale = shrink_scale(image.shape[1], image.shape[0], max_pixels)
+        return SampledFrames([_fit(image, max_pixels)], [0], 0.0, 1, "image", scale)
     readers = {"opencv": _read_opencv, "pyav": _read_pyav}
     errors = []
     for backend in backends:
         try:
-            return readers[backend](path, n)
+            return readers[backend](path, n, max_pixels)
         except MediaError as err:
             errors.append(f"{backend}: {err}")
     raise MediaError("unreadable video (" + "; ".join(errors) + ")")
@@ -116,7 +121,7 @@ def _read_counted(read: IndexReader, frame_count: int, n: int) -> tuple[list[np.
     return frames, indices, frame_count
 
 
-def _read_opencv(path: Path, n: int) -> SampledFrames:
+def _read_opencv(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
     probe = cv2.VideoCapture(str(path))
     try:
         if not probe.isOpened():
@@ -132,15 +137,17 @@ def _read_opencv(path: Path, n: int) -> SampledFrames:
     def read(indices: list[int]) -> tuple[list[np.ndarray], int | None]:
         capture = cv2.VideoCapture(str(path))
         try:
-            return _grab_indices(capture, indices)
+            return _grab_indices(capture, indices, max_pixels)
         finally:
             capture.release()
 
     frames, indices, frame_count = _read_counted(read, frame_count, n)
-    return SampledFrames(frames, indices, fps, frame_count, "opencv", shrink_scale(width, height))
+    return SampledFrames(frames, indices, fps, frame_count, "opencv", shrink_scale(width, height, max_pixels))
 
 
-def _grab_indices(capture: cv2.VideoCapture, indices: list[int]) -> tuple[list[np.ndarray], int | None]:
+def _grab_indices(
+    capture: cv2.VideoCapture, indices: list[int], max_pixels: int | None
+) -> tuple[list[np.ndarray], int | None]:
     frames: list[np.ndarray] = []
     position = 0
     for index in indices:
@@ -153,12 +160,12 @@ def _grab_indices(capture: cv2.VideoCapture, indices: list[int]) -> tuple[list[n
         ok, frame = capture.read()
         if not ok or frame is None:
             return frames, position
-        frames.append(_fit(frame))
+        frames.append(_fit(frame, max_pixels))
         position += 1
     return frames, None
 
 
-def _read_pyav(path: Path, n: int) -> SampledFrames:
+def _read_pyav(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
     """Decode forward to the last sampled frame, converting only the sampled ones.
 
     No seeking here: PyAV seeks land on keyframes, and the frame number must then be rebuilt from
@@ -188,7 +195,7 @@ def _read_pyav(path: Path, n: int) -> SampledFrames:
             with av.open(str(path)) as container:
                 for frame in container.decode(container.streams.video[0]):
                     if decoded in wanted:
-                        frames.append(_fit(frame.to_ndarray(format="bgr24")))
+                        frames.append(_fit(frame.to_ndarray(format="bgr24"), max_pixels))
                     decoded += 1
                     if decoded > indices[-1]:
                         return frames, None
@@ -197,4 +204,4 @@ def _read_pyav(path: Path, n: int) -> SampledFrames:
         return frames, decoded
 
     frames, indices, frame_count = _read_counted(read, frame_count, n)
-    return SampledFrames(frames, indices, fps, frame_count, "pyav", shrink_scale(width, height))
+    return SampledFrames(frames, indices, fps, frame_count, "pyav", shrink_scale(width, height, max_pixels))

@@ -29,7 +29,7 @@ from dfguard.evaluation.metrics import aggregate_video_scores
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
-from dfguard.faces.frames import read_sampled
+from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
 from dfguard.inference.scoring import FaceScores, score_crop_files, score_crops, track_clip_logits
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
@@ -95,8 +95,16 @@ class Prediction:
 class Predictor:
     """A loaded model with its contract, aggregation rule and (when calibrated) calibrator."""
 
-    def __init__(self, model_dir: str | Path, device: str = "", threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "",
+        threads: int = 1,
+        max_frame_pixels: int | None = MAX_FRAME_PIXELS,
+    ) -> None:
         self.model_dir = Path(model_dir)
+        # Larger frames are shrunk to this as they are read (None: judged as decoded); see frames.py.
+        self.max_frame_pixels = max_frame_pixels
         # One media item is a few dozen small tensors: one thread per request. On a busy 2-core machine
         # two threads made `predict` 3-10x slower (idle threads spin-waiting), and a service scales by
         # running one predictor per worker instead.
@@ -118,8 +126,14 @@ class Predictor:
         self._face_detector: FaceDetector | None = None  # built on first use: stored crops need none
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "", threads: int = 1) -> Predictor:
-        return cls(model_dir, device, threads)
+    def load(
+        cls,
+        model_dir: str | Path,
+        device: str = "",
+        threads: int = 1,
+        max_frame_pixels: int | None = MAX_FRAME_PIXELS,
+    ) -> Predictor:
+        return cls(model_dir, device, threads, max_frame_pixels)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -178,7 +192,8 @@ class Predictor:
         seconds: dict[str, float] = {}
         try:
             with timed(seconds, "decode"):
-                sampled = read_sampled(Path(path), n_frames or self.contract.frames_for("test"))
+                n_frames = n_frames or self.contract.frames_for("test")
+                sampled = read_sampled(Path(path), n_frames, max_pixels=self.max_frame_pixels)
         except MediaError as err:
             return self._status(UNREADABLE, str(err), seconds)
         if sampled.backend != "image" and sampled.frame_count < MIN_VIDEO_FRAMES:
