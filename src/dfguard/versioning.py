@@ -42,12 +42,6 @@ def track_raw_data(root: Path = Path()) -> None:
     dvc("commit", "--force", "--quiet", RAW_DATA_FILE, cwd=root)
 
 
-def reproduce_and_push(root: Path = Path()) -> None:
-    """Run the stages whose inputs changed, then push every tracked version to the default remote."""
-    reproduce(root=root)
-    push(root)
-
-
 def reproduce(*stages: str, root: Path = Path()) -> None:
     """Run the named stages (all when none) and the upstream stages whose inputs changed."""
     dvc("repro", *stages, cwd=root)
