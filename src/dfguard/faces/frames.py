@@ -39,14 +39,14 @@ class SampledFrames:
     fps: float  # 0 for an image
     frame_count: int  # frames the video really has, as far as reading showed; 1 for an image
     backend: str  # "opencv", "pyav" or "image"
-    scale: float = 1.0  # frame pixels per source pixel: below 1 when large frames were shrunk
+    scale: float  # frame pixels per source pixel: below 1 when large frames were shrunk
 
     @property
     def timestamps_s(self) -> list[float]:
         return [index / self.fps if self.fps > 0 else 0.0 for index in self.indices]
 
 
-def shrink_scale(width: int, height: int, max_pixels: int | None = MAX_FRAME_PIXELS) -> float:
+def _shrink_scale(width: int, height: int, max_pixels: int | None) -> float:
     """The factor that brings a frame to at most `max_pixels` (None: no limit); 1 for frames within it."""
     if max_pixels is None:
         return 1.0
@@ -55,7 +55,7 @@ def shrink_scale(width: int, height: int, max_pixels: int | None = MAX_FRAME_PIX
 
 def _fit(frame: np.ndarray, max_pixels: int | None) -> np.ndarray:
     # The scale depends on the area only, so a video's rotation metadata cannot change it.
-    scale = shrink_scale(frame.shape[1], frame.shape[0], max_pixels)
+    scale = _shrink_scale(frame.shape[1], frame.shape[0], max_pixels)
     if scale == 1.0:
         return frame
     return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -86,7 +86,7 @@ def read_sampled(
         raise ValueError(f"at least one frame must be sampled, got {n}")
     if usable_media_kind(path) == "image":
         image = read_image(path)
-        scale = shrink_scale(image.shape[1], image.shape[0], max_pixels)
+        scale = _shrink_scale(image.shape[1], image.shape[0], max_pixels)
         return SampledFrames([_fit(image, max_pixels)], [0], 0.0, 1, "image", scale)
     readers = {"opencv": _read_opencv, "pyav": _read_pyav}
     errors = []
@@ -142,7 +142,8 @@ def _read_opencv(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
             capture.release()
 
     frames, indices, frame_count = _read_counted(read, frame_count, n)
-    return SampledFrames(frames, indices, fps, frame_count, "opencv", shrink_scale(width, height, max_pixels))
+    scale = _shrink_scale(width, height, max_pixels)
+    return SampledFrames(frames, indices, fps, frame_count, "opencv", scale)
 
 
 def _grab_indices(
@@ -204,4 +205,5 @@ def _read_pyav(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
         return frames, decoded
 
     frames, indices, frame_count = _read_counted(read, frame_count, n)
-    return SampledFrames(frames, indices, fps, frame_count, "pyav", shrink_scale(width, height, max_pixels))
+    scale = _shrink_scale(width, height, max_pixels)
+    return SampledFrames(frames, indices, fps, frame_count, "pyav", scale)
