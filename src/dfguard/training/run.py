@@ -32,6 +32,7 @@ from tqdm import tqdm
 from dfguard.config import TrainConfig, save_resolved
 from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.plots import plot_history
+from dfguard.faces.contract import PreprocessingContract
 from dfguard.inference.scoring import score_crop_files, track_clip_logits
 from dfguard.models import crop_detector, model_class
 from dfguard.models.base import Detector, FrameDetector, freeze_backbone
@@ -73,6 +74,41 @@ class TrainResult:
 EpochHook = Callable[[dict[str, Any], Detector], None]
 
 
+@dataclass
+class _Optimisation:
+    """Everything a step changes, so a checkpoint saves and a resume restores it as one."""
+
+    model: Detector
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+
+    @property
+    def judged(self) -> Detector:
+        """The average, when kept, is what is validated, selected and saved."""
+        return self.model if self.average is None else self.average.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            **({"ema": self.average.state_dict()} if self.average is not None else {}),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        restore_rng_state(saved["rng"])
+        if self.average is not None:
+            self.average.load_state_dict(saved["ema"])
+
+
 def train_detector(
     cfg: TrainConfig, progress: bool = True, on_epoch_end: EpochHook | None = None
 ) -> TrainResult:
@@ -97,7 +133,6 @@ def train_detector(
     if cfg.init_from:
         start_from(model, cfg.init_from)
     model = model.to(device)
-    faces_per_draw = _faces_per_draw(cfg)
     optimizer = torch.optim.AdamW(
         [
             {"params": list(model.head_parameters()), "lr": cfg.lr},
@@ -105,75 +140,35 @@ def train_detector(
         ],
         weight_decay=cfg.weight_decay,
     )
-    partners = real_partners(train_faces, cfg.manifest_path)
-    has_partner = partners[train_faces["target"].to_numpy() == 1] != NO_PARTNER
-    log.info("%d of %d train fakes paired with their original frame", has_partner.sum(), has_partner.size)
-    dataset = TrainingFaces(
-        train_faces,
-        partners,
-        cfg,
-        model.preset,
-        scaled_augmentation(cfg.augment),
-        contract.margin,
-        faces_per_draw,
+    loader = _training_loader(cfg, train_faces, model, contract.margin, device)
+    run = _Optimisation(
+        model,
+        optimizer,
+        warmup_cosine(optimizer, cfg.epochs * len(loader), cfg.warmup_fraction),
+        torch.amp.GradScaler("cuda", enabled=use_amp),
+        WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
     )
-    sampler = EpochSampler(len(dataset))
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size // faces_per_draw,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.workers,
-        # Spawned, not forked: a fork after torch has run can deadlock. Persistent, so the workers'
-        # start-up (importing torch) is paid once, not every epoch.
-        multiprocessing_context="spawn" if cfg.workers else None,
-        persistent_workers=cfg.workers > 0,
-        pin_memory=device.startswith("cuda"),
-    )
-    scheduler = warmup_cosine(optimizer, cfg.epochs * len(loader), cfg.warmup_fraction)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = loss_function(cfg.loss, cfg.focal_gamma)
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
     state = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
     saved = load_checkpoint(checkpoint_dir) if cfg.resume else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        restore_rng_state(saved["rng"])
-        if average is not None:
-            average.load_state_dict(saved["ema"])
+        run.load_state_dict(saved)
         state = {k: saved[k] for k in state}
         log.info("resuming after epoch %d from %s", state["epoch"], checkpoint_dir)
 
     while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
         epoch = state["epoch"]
         freeze_backbone(model, epoch < cfg.frozen_epochs)
-        sampler.epoch = epoch
+        loader.sampler.epoch = epoch
         epoch_started = time.perf_counter()
         bar = tqdm(
             total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress
         )
-        train_loss = _train_epoch(
-            model,
-            loader,
-            bar,
-            optimizer,
-            scheduler,
-            scaler,
-            criterion,
-            device,
-            use_amp,
-            cfg.blend_map_weight,
-            average,
-        )
-        # The average, when kept, is what is validated, selected and saved.
-        judged = model if average is None else average.model
+        train_loss = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight)
         bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
-        metrics = validation_metrics(judged, val_faces, device)
+        metrics = validation_metrics(run.judged, val_faces, device)
         bar.set_postfix(
             loss=f"{train_loss:.3f}",
             val_video_auc=metrics["val_video_auc"],
@@ -192,28 +187,65 @@ def train_detector(
         log.info("epoch %d: %s", epoch + 1, record)
         if state["best"] is None or _better(metrics, state["best"]):
             state["best"] = {**metrics, "epoch": epoch + 1}
-            state["best_model"] = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
+            state["best_model"] = {k: v.detach().cpu().clone() for k, v in run.judged.state_dict().items()}
             state["stale"] = 0
         else:
             state["stale"] += 1
         state["epoch"] = epoch + 1
-        save_checkpoint(
-            checkpoint_dir,
-            {
-                **state,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(),
-                **({"ema": average.state_dict()} if average is not None else {}),
-            },
-        )
+        save_checkpoint(checkpoint_dir, {**state, **run.state_dict()})
         if on_epoch_end is not None:
-            on_epoch_end(record, judged)
+            on_epoch_end(record, run.judged)
 
     model.load_state_dict(state["best_model"])
     seconds = time.perf_counter() - started
+    best = state["best"]
+    _save_trained(model, cfg, contract, state, seconds, device)
+    return TrainResult(
+        Path(cfg.out_dir),
+        best["epoch"],
+        best["val_video_auc"],
+        best["val_frame_auc"],
+        state["epoch"],
+        seconds,
+    )
+
+
+def _training_loader(
+    cfg: TrainConfig, train_faces: pd.DataFrame, model: Detector, margin: float, device: str
+) -> DataLoader:
+    """Batches of real/fake pairs (of faces, or of clips for a clip model), re-drawn every epoch by the
+    loader's `EpochSampler`."""
+    faces_per_draw = _faces_per_draw(cfg)
+    partners = real_partners(train_faces, cfg.manifest_path)
+    has_partner = partners[train_faces["target"].to_numpy() == 1] != NO_PARTNER
+    log.info("%d of %d train fakes paired with their original frame", has_partner.sum(), has_partner.size)
+    dataset = TrainingFaces(
+        train_faces, partners, cfg, model.preset, scaled_augmentation(cfg.augment), margin, faces_per_draw
+    )
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size // faces_per_draw,
+        sampler=EpochSampler(len(dataset)),
+        drop_last=True,
+        num_workers=cfg.workers,
+        # Spawned, not forked: a fork after torch has run can deadlock. Persistent, so the workers'
+        # start-up (importing torch) is paid once, not every epoch.
+        multiprocessing_context="spawn" if cfg.workers else None,
+        persistent_workers=cfg.workers > 0,
+        pin_memory=device.startswith("cuda"),
+    )
+
+
+def _save_trained(
+    model: Detector,
+    cfg: TrainConfig,
+    contract: PreprocessingContract,
+    state: dict[str, Any],
+    seconds: float,
+    device: str,
+) -> None:
+    """The selected weights, with the config that serves them (contract, aggregation) and the run's
+    record (settings, selection, dataset fingerprint), the epoch history and its plot."""
     best = state["best"]
     out_dir = Path(cfg.out_dir)
     save_detector(
@@ -239,9 +271,6 @@ def train_detector(
     (out_dir / HISTORY_NAME).write_text(json.dumps(state["history"], indent=2) + "\n")
     plot_history(state["history"], out_dir / CURVES_NAME)
     save_resolved(cfg, out_dir)
-    return TrainResult(
-        out_dir, best["epoch"], best["val_video_auc"], best["val_frame_auc"], state["epoch"], seconds
-    )
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -281,32 +310,36 @@ def _build_model(cfg: TrainConfig) -> Detector:
 
 
 def _train_epoch(
-    model: Detector,
+    run: _Optimisation,
     loader: DataLoader,
     bar: tqdm,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
     criterion: torch.nn.Module,
     device: str,
     use_amp: bool,
     blend_map_weight: float,
-    average: WeightAverage | None = None,
 ) -> float:
-    """One pass over the epoch's batches; the bar shows the loss of the last 20. `average`, when
-    given, is updated after every step."""
-    model.train()
+    """One pass over the epoch's batches; the bar shows the loss of the last 20. The weight average,
+    when kept, is updated after every step."""
+    run.model.train()
     losses = []
     for images, targets, blend_maps in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         blend_maps = blend_maps.to(device, non_blocking=True)
         loss = train_step(
-            model, images, targets, optimizer, criterion, scaler, use_amp, blend_maps, blend_map_weight
+            run.model,
+            images,
+            targets,
+            run.optimizer,
+            criterion,
+            run.scaler,
+            use_amp,
+            blend_maps,
+            blend_map_weight,
         )
         losses.append(loss)
-        scheduler.step()
-        if average is not None:
-            average.update(model)
+        run.scheduler.step()
+        if run.average is not None:
+            run.average.update(run.model)
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     return round(float(np.mean(losses)), 4)
