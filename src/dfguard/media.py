@@ -79,11 +79,11 @@ def probe_media(path: Path) -> MediaInfo:
             raise MediaError(f"unreadable video: {first}; {second}") from second
 
 
-def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Decode an image file with OpenCV; MediaError for a corrupt file or one whose header declares
-    more than MAX_IMAGE_PIXELS."""
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file with OpenCV as 8-bit BGR, turned upright by its EXIF orientation (as a phone
+    shows it); MediaError for a corrupt file or one whose header declares more than MAX_IMAGE_PIXELS."""
     _refuse_oversized(path)
-    image = cv2.imread(str(path), flags)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise MediaError("unreadable image (corrupt or not an image)")
     return image
@@ -107,7 +107,8 @@ def _refuse_oversized(path: Path) -> None:
 
 
 def _probe_image(path: Path) -> MediaInfo:
-    height, width = read_image(path, cv2.IMREAD_UNCHANGED).shape[:2]
+    # The size of the pixels the faces are read from: upright, so a phone's portrait is tall.
+    height, width = read_image(path).shape[:2]
     return MediaInfo("image", width, height, 0.0, 1, 0.0)
 
 

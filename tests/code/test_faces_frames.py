@@ -10,9 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from dfguard.faces.frames import SEEK_GAP_FRAMES, read_sampled, sample_indices
 from dfguard.media import MAX_IMAGE_PIXELS, MediaError, probe_media, write_video
+
+EXIF_ORIENTATION = 0x0112
 
 BITS, CELL = 10, 16  # frame numbers up to 1023, one 16x16 black or white cell per bit
 
@@ -81,6 +84,22 @@ def test_an_image_is_one_frame(tmp_path: Path) -> None:
     sampled = read_sampled(path, 16)
     assert (sampled.indices, sampled.backend, sampled.timestamps_s) == ([0], "image", [0.0])
     assert _read_number(sampled.frames[0]) == 5
+
+
+def test_a_phone_photo_is_read_and_probed_upright(tmp_path: Path) -> None:
+    """A camera stores a portrait as a landscape JPEG plus an EXIF orientation; both the frames and the
+    probed size (the manifest's resolution) must be the upright picture's."""
+    stored = np.zeros((120, 200, 3), np.uint8)
+    stored[:, :40] = 255  # a white band on the stored image's left: the top once turned upright
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "portrait.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    frame = read_sampled(path, 1).frames[0]
+    assert frame.shape == (200, 120, 3)
+    assert frame[:30].mean() > 200 and frame[-100:].mean() < 30
+    info = probe_media(path)
+    assert (info.width, info.height) == (120, 200)
 
 
 @pytest.mark.parametrize(
