@@ -65,6 +65,23 @@ def test_detect_on_a_folder_without_media_is_an_error(
     assert main(["detect", str(tmp_path), "--model", str(trained_detector[1]), "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and f"no videos or images under {tmp_path}" in captured.err
+    assert "skipped 1 file(s) that are not a supported video or image: notes.txt" in captured.err
+
+
+def test_detect_on_a_folder_names_the_files_it_skips(
+    trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "blip.mp4").write_bytes((inference_media / "blip.mp4").read_bytes())
+    for name in ("a.gif", "b.txt", "c.heic", "d", "e.doc", "f.xyz", "g.json"):
+        (tmp_path / name).write_bytes(b"not judged")
+    assert main(["detect", str(tmp_path), "--model", str(trained_detector[1])]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split()[0] == "TOO_SHORT" and len(captured.out.splitlines()) == 1
+    assert (
+        "skipped 7 file(s) that are not a supported video or image: a.gif, b.txt, c.heic, d, e.doc and 2 more"
+        in (captured.err)
+    )
 
 
 def test_report_folders_cannot_escape_or_collide(tmp_path: Path) -> None:

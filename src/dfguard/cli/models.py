@@ -80,9 +80,21 @@ def _detect(args: argparse.Namespace) -> int:
     if not target.exists():
         print(f"error: {target} does not exist", file=sys.stderr)
         return 2
-    files = (
-        sorted(p for p in target.rglob("*") if p.is_file() and media_kind(p)) if target.is_dir() else [target]
-    )
+    if target.is_dir():
+        found = sorted(p for p in target.rglob("*") if p.is_file())
+        files = [p for p in found if media_kind(p)]
+        skipped = [p.relative_to(target) for p in found if not media_kind(p)]
+        if skipped:
+            # Said, not dropped silently: a file the client meant to check may carry an unexpected name.
+            shown = ", ".join(map(str, skipped[:5])) + (
+                f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            )
+            print(
+                f"skipped {len(skipped)} file(s) that are not a supported video or image: {shown}",
+                file=sys.stderr,
+            )
+    else:
+        files = [target]
     if not files:
         print(f"error: no videos or images under {target}", file=sys.stderr)
         return 2
