@@ -143,7 +143,7 @@ def _probe_video_pyav(path: Path) -> MediaInfo:
             duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
             if duration <= 0 and container.duration:
                 duration = container.duration / av.time_base
-            frames = stream.frames or round(duration * fps)
+            frames = stream.frames or round(duration * fps) or count_video_frames(path)
             width, height = first.width, first.height
     except av.FFmpegError as err:
         # The message names the absolute path; drop it so reports are the same on every machine.
@@ -152,6 +152,14 @@ def _probe_video_pyav(path: Path) -> MediaInfo:
     if fps <= 0 or frames <= 0:
         raise MediaError("PyAV reports no frame rate or frame count")
     return MediaInfo("video", width, height, fps, frames, duration or frames / fps)
+
+
+def count_video_frames(path: Path) -> int:
+    """The frames of the first video stream, counted from its packets without decoding them (one packet
+    per frame). For containers that declare no length: a browser's MediaRecorder WebM, a saved live
+    stream. Raises av.FFmpegError for a file FFmpeg cannot demux."""
+    with av.open(str(path)) as container:
+        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
 
 
 def write_video(frames: Iterable[np.ndarray], path: Path, fps: int, crf: int, preset: str = "fast") -> int:

@@ -7,6 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -72,6 +73,26 @@ def test_the_sampled_frames_are_the_frames_asked_for(numbered_video: Path, backe
     assert sampled.indices == sample_indices(600, n)
     assert [_read_number(frame) for frame in sampled.frames] == sampled.indices
     assert sampled.timestamps_s == pytest.approx([i / 25 for i in sampled.indices])
+
+
+def test_a_recording_whose_container_declares_no_length_is_read(tmp_path: Path) -> None:
+    """A browser's MediaRecorder writes WebM as a live stream: no duration, no frame count. Its frames
+    are counted from the packets, then sampled as usual."""
+    path = tmp_path / "recording.webm"
+    with av.open(str(path), "w", options={"live": "1"}) as container:
+        stream = container.add_stream("libvpx", rate=25)
+        stream.width, stream.height, stream.pix_fmt = CELL * BITS // 2, CELL * 2, "yuv420p"
+        stream.options = {"crf": "4", "b": "0"}
+        for i in range(90):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(_numbered_frame(i), format="bgr24")))
+        container.mux(stream.encode())
+    with av.open(str(path)) as container:  # the premise: nothing in the file says how long it is
+        assert not container.streams.video[0].frames and container.duration is None
+    sampled = read_sampled(path, 8)
+    assert (sampled.frame_count, sampled.indices) == (90, sample_indices(90, 8))
+    assert [_read_number(frame) for frame in sampled.frames] == sampled.indices
+    info = probe_media(path)
+    assert (info.frame_count, info.fps, info.duration_s) == (90, 25.0, 3.6)
 
 
 def test_gaps_longer_than_a_keyframe_interval_are_sought(numbered_video: Path) -> None:

@@ -1,7 +1,9 @@
 """Sample N evenly spaced frames from a video (or the one frame of an image) without decoding it all.
 
-OpenCV reads first because it is fast; PyAV is the fallback for files OpenCV cannot open. Either way a
-file that yields no frame raises `MediaError` with the reasons, which callers record as a failure.
+OpenCV reads first because it is fast; PyAV is the fallback for files OpenCV cannot open or whose
+container declares no length (a browser's WebM recording: its frames are then counted from the
+packets). Either way a file that yields no frame raises `MediaError` with the reasons, which callers
+record as a failure.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from dfguard.media import MediaError, read_image, usable_media_kind
+from dfguard.media import MediaError, count_video_frames, read_image, usable_media_kind
 
 Backend = Literal["opencv", "pyav"]
 BACKENDS: tuple[Backend, ...] = ("opencv", "pyav")
@@ -181,7 +183,7 @@ def _read_pyav(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
             duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
             if duration <= 0 and container.duration:
                 duration = container.duration / av.time_base
-            frame_count = stream.frames or round(duration * fps)
+            frame_count = stream.frames or round(duration * fps) or count_video_frames(path)
             width, height = stream.codec_context.width, stream.codec_context.height
     except av.FFmpegError as err:
         # strerror, not str(err): that names the absolute path, and failure reports must not differ
