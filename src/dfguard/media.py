@@ -144,7 +144,7 @@ def _probe_video_pyav(path: Path) -> MediaInfo:
             if duration <= 0 and container.duration:
                 duration = container.duration / av.time_base
             frames = stream.frames or round(duration * fps) or count_video_frames(path)
-            width, height = first.width, first.height
+            height, width = upright_bgr(first).shape[:2]
     except av.FFmpegError as err:
         # The message names the absolute path; drop it so reports are the same on every machine.
         reason = str(err).replace(f": '{path}'", "").replace(str(path), path.name)
@@ -152,6 +152,14 @@ def _probe_video_pyav(path: Path) -> MediaInfo:
     if fps <= 0 or frames <= 0:
         raise MediaError("PyAV reports no frame rate or frame count")
     return MediaInfo("video", width, height, fps, frames, duration or frames / fps)
+
+
+def upright_bgr(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as BGR, turned as its display matrix says: a phone stores a portrait video as
+    landscape frames plus a rotation. OpenCV turns its frames the same way by itself."""
+    image = frame.to_ndarray(format="bgr24")
+    quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as np.rot90 turns
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
 def count_video_frames(path: Path) -> int:

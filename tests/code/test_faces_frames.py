@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from dfguard.faces.frames import SEEK_GAP_FRAMES, read_sampled, sample_indices
-from dfguard.media import MAX_IMAGE_PIXELS, MediaError, probe_media, write_video
+from dfguard.media import MAX_IMAGE_PIXELS, MediaError, probe_media, upright_bgr, write_video
 
 EXIF_ORIENTATION = 0x0112
 
@@ -93,6 +93,31 @@ def test_a_recording_whose_container_declares_no_length_is_read(tmp_path: Path) 
     assert [_read_number(frame) for frame in sampled.frames] == sampled.indices
     info = probe_media(path)
     assert (info.frame_count, info.fps, info.duration_s) == (90, 25.0, 3.6)
+
+
+@pytest.mark.parametrize("backend", ["opencv", "pyav"])
+def test_a_phone_video_is_read_upright_by_either_backend(tmp_path: Path, backend: str) -> None:
+    """A phone stores a portrait video as landscape frames plus a display rotation; OpenCV applies it by
+    itself, so the PyAV fallback must too, or the same file would reach the face detector sideways."""
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = CELL * BITS // 2, CELL * 2, "yuv420p"
+        stream.options = {"crf": "12"}
+        stream.set_display_rotation(90)  # a quarter turn counter-clockwise to display
+        for i in range(40):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(_numbered_frame(i), format="bgr24")))
+        container.mux(stream.encode())
+    sampled = read_sampled(path, 4, backends=(backend,))
+    assert sampled.backend == backend
+    assert all(frame.shape == (CELL * BITS // 2, CELL * 2, 3) for frame in sampled.frames)
+    assert [_read_number(np.rot90(frame, -1)) for frame in sampled.frames] == sampled.indices
+    if backend == "pyav":  # the probe's fallback reports the upright size too
+        with av.open(str(path)) as container:
+            first = next(container.decode(video=0))
+        assert upright_bgr(first).shape[:2] == (CELL * BITS // 2, CELL * 2)
+    info = probe_media(path)
+    assert (info.width, info.height) == (CELL * 2, CELL * BITS // 2)
 
 
 def test_gaps_longer_than_a_keyframe_interval_are_sought(numbered_video: Path) -> None:

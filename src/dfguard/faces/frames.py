@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from dfguard.media import MediaError, count_video_frames, read_image, usable_media_kind
+from dfguard.media import MediaError, count_video_frames, read_image, upright_bgr, usable_media_kind
 
 Backend = Literal["opencv", "pyav"]
 BACKENDS: tuple[Backend, ...] = ("opencv", "pyav")
@@ -198,7 +198,7 @@ def _read_pyav(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
             with av.open(str(path)) as container:
                 for frame in container.decode(container.streams.video[0]):
                     if decoded in wanted:
-                        frames.append(_fit(frame.to_ndarray(format="bgr24"), max_pixels))
+                        frames.append(_fit(upright_bgr(frame), max_pixels))
                     decoded += 1
                     if decoded > indices[-1]:
                         return frames, None
