@@ -34,14 +34,21 @@ PREFECT_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
 
+# OpenCV's FFmpeg prints its own lines to the terminal ("[matroska,webm @ 0x...] File ended
+# prematurely") in the middle of a command's output; a file it cannot read already fails with a
+# MediaError that names the reason. Read when the first video is opened, and inherited by workers.
+MEDIA_DEFAULTS: dict[str, str] = {"OPENCV_FFMPEG_LOGLEVEL": "-8"}  # FFmpeg's AV_LOG_QUIET
+
 
 def configure_runtime(level: int = logging.INFO) -> None:
-    """Turn telemetry off and point Prefect at the project (without overriding a user's explicit
-    choice), and set up logging."""
+    """Turn telemetry off, point Prefect at the project and keep FFmpeg's own lines off the terminal
+    (without overriding a user's explicit choice), and set up logging."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, str(Path(value).resolve()) if key == "PREFECT_HOME" else value)
+    for key, value in MEDIA_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Prefect's client logs every HTTP request to its API at INFO: noise that buries the work's progress.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
