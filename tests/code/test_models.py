@@ -197,6 +197,45 @@ def test_saving_the_same_weights_writes_the_same_bytes(tmp_path: Path) -> None:
     assert len(files) == 1
 
 
+def _damage(folder: Path, how: str) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    if how == "no weights":
+        (folder / "model.safetensors").unlink()
+    elif how == "truncated weights":
+        (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:100])
+    elif how == "config not JSON":
+        (folder / "config.json").write_text("{half a")
+    elif how == "config without a model":
+        (folder / "config.json").write_text(json.dumps({"preset": config["preset"]}))
+    elif how == "other architecture":
+        config["model"]["kwargs"]["widths"] = [4, 8]
+        (folder / "config.json").write_text(json.dumps(config))
+    elif how == "other widths":
+        config["model"]["kwargs"]["widths"] = [6]
+        (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("how", "error", "message"),
+    [
+        ("no weights", FileNotFoundError, "is not a model folder: it has no model.safetensors"),
+        ("truncated weights", ValueError, "model.safetensors is not a readable safetensors file"),
+        ("config not JSON", ValueError, "config.json is not valid JSON"),
+        ("config without a model", ValueError, "config.json does not name a model"),
+        ("other architecture", ValueError, "tensors missing"),
+        ("other widths", ValueError, "does not fit the small_cnn its config.json describes"),
+    ],
+)
+def test_a_damaged_model_folder_says_which_file_is_wrong(
+    tmp_path: Path, how: str, error: type[Exception], message: str
+) -> None:
+    """A folder copied half-way or edited by hand: a clear error naming the file, not a parser's trace."""
+    folder = save_detector(get_model("small_cnn", widths=[4]), tmp_path / "model")
+    _damage(folder, how)
+    with pytest.raises(error, match=message):
+        load_detector(folder)
+
+
 def test_save_rejects_reserved_extra_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="extra_config"):
         save_detector(get_model("small_cnn", widths=[4]), tmp_path, extra_config={"model": {}})

@@ -32,7 +32,7 @@ from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
 from dfguard.inference.scoring import FaceScores, score_crop_files, score_crops, track_clip_logits
 from dfguard.media import MediaError, media_kind
-from dfguard.models.io import CONFIG_NAME, WEIGHTS_NAME, load_detector
+from dfguard.models.io import WEIGHTS_NAME, load_detector
 from dfguard.runtime import torch_threads
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
@@ -110,8 +110,6 @@ class Predictor:
         # running one predictor per worker instead.
         self.threads = threads
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if not (self.model_dir / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{self.model_dir} is not a model folder: it has no {CONFIG_NAME}")
         model, config = load_detector(self.model_dir)
         self.model = model.to(self.device).eval()
         self.config = config

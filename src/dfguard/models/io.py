@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dfguard.models.base import Detector
@@ -44,12 +45,44 @@ def save_detector(model: Detector, out_dir: str | Path, extra_config: dict[str, 
 
 
 def load_detector(model_dir: str | Path) -> tuple[Detector, dict[str, Any]]:
-    """Rebuild a saved detector in eval mode; returns it and its full config."""
+    """Rebuild a saved detector in eval mode; returns it and its full config.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file, for a damaged one:
+    a folder copied half-way or edited by hand must say which file is wrong, not show a parser's trace.
+    """
     folder = Path(model_dir)
-    config = json.loads((folder / CONFIG_NAME).read_text())
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a model folder: it has no {path.name}")
+    try:
+        config = json.loads(config_path.read_text())
+        name, kwargs = config["model"]["name"], config["model"]["kwargs"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON ({err})") from err
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{config_path} does not name a model (model.name and model.kwargs)") from err
     with initial_weights_skipped():
-        model = get_model(config["model"]["name"], **config["model"]["kwargs"])
-    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        model = get_model(name, **kwargs)
+    try:
+        weights = load_file(str(weights_path))
+    except SafetensorError as err:
+        raise ValueError(f"{weights_path} is not a readable safetensors file ({err})") from err
+    missing, unexpected = (
+        model.state_dict().keys() - weights.keys(),
+        weights.keys() - model.state_dict().keys(),
+    )
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights_path} does not hold the weights of the {name} its {CONFIG_NAME} describes: "
+            f"{len(missing)} tensors missing, {len(unexpected)} unexpected"
+        )
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:  # same names, other shapes: the first line names the tensor
+        raise ValueError(
+            f"{weights_path} does not fit the {name} its {CONFIG_NAME} describes: {err}"
+        ) from err
     return model.eval(), config
 
 
