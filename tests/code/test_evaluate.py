@@ -251,3 +251,15 @@ def test_calibrate_refuses_to_overwrite_its_source(trained_detector: tuple[Path,
         run_calibrate(
             CalibrateConfig(model_dir=str(model_dir), faces_dir=str(faces_dir), out_dir=str(model_dir))
         )
+
+
+def test_evaluate_on_a_split_without_faces_names_the_splits_there_are(
+    trained_detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    faces_dir, model_dir = trained_detector
+    cfg = EvaluateConfig(
+        model_dir=str(model_dir), faces_dir=str(faces_dir), split="tset", out_dir=str(tmp_path)
+    )
+    with pytest.raises(ValueError, match=r"no faces in split 'tset' \(splits with faces: test, train, val\)"):
+        run_evaluate(cfg, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing half-written

@@ -69,10 +69,11 @@ def score_split(
     table = folder / FACES_NAME
     if not table.is_file():
         raise FileNotFoundError(f"{table} does not exist: run `dfguard extract` first")
-    faces = pd.read_parquet(table)
-    faces = faces[faces["split"] == split].reset_index(drop=True)
+    every_split = pd.read_parquet(table)
+    faces = every_split[every_split["split"] == split].reset_index(drop=True)
     if faces.empty:
-        raise ValueError(f"{table} has no faces in split {split!r}")
+        present = ", ".join(sorted(every_split["split"].unique())) or "none"
+        raise ValueError(f"{table} has no faces in split {split!r} (splits with faces: {present})")
     paths = [str(folder / crop) for crop in faces["crop"]]
     scores = predictor.score_crop_files(paths, progress=f"score {split}" if progress else "")
     faces["logit"] = scores.logits
