@@ -53,9 +53,32 @@ def media_kind(path: Path) -> MediaKind | None:
     return None
 
 
+# The opening bytes of the image formats OpenCV decodes (WebP: "RIFF", a size, then "WEBP").
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
+MATROSKA_SIGNATURE = b"\x1a\x45\xdf\xa3"  # MKV and WebM
+
+
+def _looks_like_image(head: bytes) -> bool:
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _looks_like_video(head: bytes) -> bool:
+    """MP4, MOV and M4V (an "ftyp" box first), Matroska and AVI."""
+    return (
+        head[4:8] == b"ftyp"
+        or head.startswith(MATROSKA_SIGNATURE)
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+    )
+
+
 def usable_media_kind(path: Path) -> MediaKind:
     """The kind of a media file worth trying to decode; MediaError for an unsupported extension, a
-    path that is not a regular file (a folder, a device) and an empty file."""
+    path that is not a regular file (a folder, a device) and an empty file.
+
+    The extension admits a file; its content decides how it is decoded: a photo saved as `.mp4` is
+    judged as the photo it is (read as a video it would be one frame, too short to judge), and a
+    video saved as `.jpg` as a video.
+    """
     kind = media_kind(path)
     if kind is None:
         raise MediaError(f"unsupported file type {path.suffix or '(none)'!r}")
@@ -63,6 +86,12 @@ def usable_media_kind(path: Path) -> MediaKind:
         raise MediaError("not a regular file")
     if path.stat().st_size == 0:
         raise MediaError("empty file")
+    with path.open("rb") as file:
+        head = file.read(16)
+    if _looks_like_image(head):
+        return "image"
+    if _looks_like_video(head):
+        return "video"
     return kind
 
 

@@ -132,6 +132,27 @@ def test_an_image_is_one_frame(tmp_path: Path) -> None:
     assert _read_number(sampled.frames[0]) == 5
 
 
+def test_the_content_not_the_extension_decides_how_a_file_is_decoded(
+    numbered_video: Path, tmp_path: Path
+) -> None:
+    """A photo saved as .mp4 would be a one-frame video, too short to judge; a clip saved as .jpg would
+    be an unreadable image. Each is read as what it is."""
+    photo = tmp_path / "photo.mp4"
+    ok, encoded = cv2.imencode(".jpg", _numbered_frame(7), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    photo.write_bytes(encoded.tobytes())
+    sampled = read_sampled(photo, 16)
+    assert (sampled.backend, sampled.indices, _read_number(sampled.frames[0])) == ("image", [0], 7)
+    assert probe_media(photo).kind == "image"
+
+    clip = tmp_path / "clip.jpg"
+    clip.write_bytes(numbered_video.read_bytes())
+    sampled = read_sampled(clip, 3)
+    assert sampled.backend == "opencv" and sampled.frame_count == 600
+    assert [_read_number(frame) for frame in sampled.frames] == sample_indices(600, 3)
+    assert probe_media(clip).kind == "video"
+
+
 def test_a_phone_photo_is_read_and_probed_upright(tmp_path: Path) -> None:
     """A camera stores a portrait as a landscape JPEG plus an EXIF orientation; both the frames and the
     probed size (the manifest's resolution) must be the upright picture's."""
