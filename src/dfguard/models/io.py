@@ -68,10 +68,8 @@ def load_detector(model_dir: str | Path) -> tuple[Detector, dict[str, Any]]:
         weights = load_file(str(weights_path))
     except SafetensorError as err:
         raise ValueError(f"{weights_path} is not a readable safetensors file ({err})") from err
-    missing, unexpected = (
-        model.state_dict().keys() - weights.keys(),
-        weights.keys() - model.state_dict().keys(),
-    )
+    expected = model.state_dict().keys()
+    missing, unexpected = expected - weights.keys(), weights.keys() - expected
     if missing or unexpected:
         raise ValueError(
             f"{weights_path} does not hold the weights of the {name} its {CONFIG_NAME} describes: "
