@@ -168,11 +168,7 @@ def _probe_video_pyav(path: Path) -> MediaInfo:
             first = next(container.decode(stream), None)
             if first is None:
                 raise MediaError("PyAV decodes no frame")
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
-            if duration <= 0 and container.duration:
-                duration = container.duration / av.time_base
-            frames = stream.frames or round(duration * fps) or count_video_frames(path)
+            fps, frames, duration = video_timing(container, path)
             height, width = upright_bgr(first).shape[:2]
     except av.FFmpegError as err:
         # The message names the absolute path; drop it so reports are the same on every machine.
@@ -191,12 +187,21 @@ def upright_bgr(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
-def count_video_frames(path: Path) -> int:
-    """The frames of the first video stream, counted from its packets without decoding them (one packet
-    per frame). For containers that declare no length: a browser's MediaRecorder WebM, a saved live
-    stream. Raises av.FFmpegError for a file FFmpeg cannot demux."""
-    with av.open(str(path)) as container:
-        return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+def video_timing(container: av.container.InputContainer, path: Path) -> tuple[float, int, float]:
+    """Frame rate, frame count and duration (s; 0 when undeclared) of the first video stream of an open
+    container, as its header declares them. A container that declares no length (a browser's
+    MediaRecorder WebM, a saved live stream) has its frames counted from the packets of a second,
+    separate reading of `path`, without decoding them (one packet per frame). Raises av.FFmpegError."""
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+    if duration <= 0 and container.duration:
+        duration = container.duration / av.time_base
+    frames = stream.frames or round(duration * fps)
+    if not frames:
+        with av.open(str(path)) as counting:
+            frames = sum(1 for packet in counting.demux(counting.streams.video[0]) if packet.size)
+    return fps, frames, duration
 
 
 def write_video(frames: Iterable[np.ndarray], path: Path, fps: int, crf: int, preset: str = "fast") -> int:

@@ -43,12 +43,10 @@ MEDIA_DEFAULTS: dict[str, str] = {"OPENCV_FFMPEG_LOGLEVEL": "-8"}  # FFmpeg's AV
 def configure_runtime(level: int = logging.INFO) -> None:
     """Turn telemetry off, point Prefect at the project and keep FFmpeg's own lines off the terminal
     (without overriding a user's explicit choice), and set up logging."""
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **MEDIA_DEFAULTS}.items():
         os.environ.setdefault(key, value)
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, str(Path(value).resolve()) if key == "PREFECT_HOME" else value)
-    for key, value in MEDIA_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Prefect's client logs every HTTP request to its API at INFO: noise that buries the work's progress.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -51,7 +51,7 @@ def test_the_gate_trusts_the_trained_member_and_the_ensemble_round_trips(
     ensemble, _ = load_detector(out)
     val = load_faces(faces_dir, "val")
     crops = [cv2.imread(p) for p in val["crop_path"][:6]]
-    logits = Predictor.load(out).score_crops(crops).logits
+    logits = Predictor(out).score_crops(crops).logits
     with torch.no_grad():
         expected = ensemble(to_batch(crops, ensemble.preset)).logits.numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-5)

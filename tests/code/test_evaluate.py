@@ -70,7 +70,7 @@ def test_calibrate_writes_a_deployable_copy_with_its_report(
     source = json.loads((model_dir / "config.json").read_text())
     assert "calibration" not in source, "the trained model is left as it was"
     assert {k: v for k, v in config.items() if k != "calibration"} == source
-    predictor = Predictor.load(calibrated)
+    predictor = Predictor(calibrated)
     assert (
         predictor.calibrator is not None
         and predictor.calibrator.temperature == config["calibration"]["temperature"]
@@ -90,7 +90,7 @@ def test_calibration_lowers_the_ece_of_an_overconfident_model(
     # every answer, right or wrong.
     val = faces[faces["split"] == "val"]
     crops = [cv2.imread(str(faces_dir / c)) for c in val["crop"]]
-    logits = Predictor.load(trained_detector[1]).score_crops(crops).logits
+    logits = Predictor(trained_detector[1]).score_crops(crops).logits
     fake = (val["label"] == "fake").to_numpy()
     centre = (logits[fake].mean() + logits[~fake].mean()) / 2
     scale = 8.0 / (logits[fake].mean() - logits[~fake].mean())
@@ -101,7 +101,7 @@ def test_calibration_lowers_the_ece_of_an_overconfident_model(
     faces.to_parquet(faces_dir / "faces.parquet", index=False)
 
     calibrated = _calibrate(overconfident, faces_dir, tmp_path)
-    calibrator = Predictor.load(calibrated).calibrator
+    calibrator = Predictor(calibrated).calibrator
     assert calibrator.temperature > 2.0
     assert calibrator.ece_after < calibrator.ece_before / 2
     test = run_evaluate(
@@ -233,7 +233,7 @@ def test_evaluate_cli_with_another_aggregation_rule(
     videos = pd.read_parquet(tmp_path / "videos.parquet")
     faces = pd.read_parquet(faces_dir / "faces.parquet")
     logits = (
-        Predictor.load(model_dir)
+        Predictor(model_dir)
         .score_crops([cv2.imread(str(faces_dir / c)) for c in faces["crop"][faces["split"] == "test"]])
         .logits
     )

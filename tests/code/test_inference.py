@@ -46,7 +46,7 @@ def _with_config(model_dir: Path, out: Path, **changes: object) -> Path:
 
 
 def test_predictor_statuses_on_real_media(trained_detector: tuple[Path, Path], inference_media: Path) -> None:
-    predictor = Predictor.load(trained_detector[1])
+    predictor = Predictor(trained_detector[1])
     face = predictor.predict(inference_media / "face.mp4")
     assert face.judged and face.verdict in ("FAKE", "REAL", "UNCERTAIN")
     assert 0.0 <= face.probability <= 1.0 and len(face.faces) == 8
@@ -70,7 +70,7 @@ def test_predictor_statuses_on_real_media(trained_detector: tuple[Path, Path], i
 def test_too_short_counts_the_videos_frames_not_the_frames_sampled(
     trained_detector: tuple[Path, Path], inference_media: Path
 ) -> None:
-    predictor = Predictor.load(trained_detector[1])
+    predictor = Predictor(trained_detector[1])
     few = predictor.predict(inference_media / "face.mp4", n_frames=MIN_VIDEO_FRAMES - 2)
     assert few.judged and len(few.frames) == MIN_VIDEO_FRAMES - 2
 
@@ -78,7 +78,7 @@ def test_too_short_counts_the_videos_frames_not_the_frames_sampled(
 def test_uploads_and_decoded_frames_are_judged_like_files(
     trained_detector: tuple[Path, Path], inference_media: Path
 ) -> None:
-    predictor = Predictor.load(trained_detector[1])
+    predictor = Predictor(trained_detector[1])
     path = inference_media / "face.mp4"
     expected = predictor.predict(path)
     upload = predictor.predict_bytes(path.read_bytes(), "../../etc/passwd/clip.MP4")
@@ -100,9 +100,9 @@ def test_a_large_image_is_judged_shrunk_and_its_faces_are_placed_in_its_own_pixe
     height, width = portrait.shape[:2]
     large = tmp_path / "large.png"
     cv2.imwrite(str(large), cv2.resize(portrait, (width * 3, height * 3), interpolation=cv2.INTER_NEAREST))
-    original = Predictor.load(trained_detector[1]).predict(inference_media / "portrait.png")
+    original = Predictor(trained_detector[1]).predict(inference_media / "portrait.png")
     # The budget is the portrait's own size: reading brings the large copy back to the portrait.
-    judged = Predictor.load(trained_detector[1], max_frame_pixels=width * height).predict(large)
+    judged = Predictor(trained_detector[1], max_frame_pixels=width * height).predict(large)
     assert judged.judged and len(judged.faces) == len(original.faces) == 1
     assert judged.probability == pytest.approx(original.probability, abs=0.02)
     assert np.allclose(judged.faces[0].box, np.array(original.faces[0].box) * 3, atol=3)
@@ -111,7 +111,7 @@ def test_a_large_image_is_judged_shrunk_and_its_faces_are_placed_in_its_own_pixe
 def test_a_video_scores_the_most_suspicious_face_per_frame_then_the_models_frame_rule(
     trained_detector: tuple[Path, Path],
 ) -> None:
-    predictor = Predictor.load(trained_detector[1])
+    predictor = Predictor(trained_detector[1])
     faces = pd.DataFrame({"video_id": "v", "frame": [0, 0, 1, 2], "logit": [-2.0, 1.0, 0.0, -1.0]})
     assert expit(predictor.video_logits(faces)["logit"].iloc[0]) == pytest.approx(np.mean(expit([1, 0, -1])))
     predictor.aggregation = {"frames": "max"}
@@ -121,7 +121,7 @@ def test_a_video_scores_the_most_suspicious_face_per_frame_then_the_models_frame
 def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
     trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path
 ) -> None:
-    uncalibrated = Predictor.load(trained_detector[1])
+    uncalibrated = Predictor(trained_detector[1])
     raw = uncalibrated.predict(inference_media / "face.mp4")
     face_logits = uncalibrated.score_crops(raw.crops).logits
     temperature = 2.0
@@ -143,7 +143,7 @@ def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
             decided_accuracy=0.95,
         )
         folder = tmp_path / f"calibrated-{threshold:.3f}"
-        return Predictor.load(
+        return Predictor(
             _with_config(trained_detector[1], folder, calibration=dataclasses.asdict(calibrator))
         )
 
@@ -162,7 +162,7 @@ def test_model_folders_the_predictor_cannot_serve_are_refused(
     trained_detector: tuple[Path, Path], tmp_path: Path
 ) -> None:
     with pytest.raises(ValueError, match="contract"):
-        Predictor.load(_with_config(trained_detector[1], tmp_path / "no-contract", contract=None))
+        Predictor(_with_config(trained_detector[1], tmp_path / "no-contract", contract=None))
 
 
 def _clip_model() -> Detector:
@@ -173,7 +173,7 @@ def test_a_clip_model_judges_the_face_track_as_one_clip(inference_media: Path, t
     contract = PreprocessingContract.from_config(ExtractConfig())
     model = _clip_model()
     folder = save_detector(model, tmp_path / "temporal", {"contract": contract.to_dict()})
-    prediction = Predictor.load(folder).predict(inference_media / "face.mp4")
+    prediction = Predictor(folder).predict(inference_media / "face.mp4")
     assert prediction.judged and len(prediction.faces) == len(prediction.crops) >= MIN_VIDEO_FRAMES
     assert len({face.track_id for face in prediction.faces}) == 1, "one person on screen"
     in_frame_order = np.argsort([face.frame_index for face in prediction.faces], kind="stable")
@@ -216,7 +216,7 @@ def test_a_clip_model_runs_its_backbone_once_per_face(inference_media: Path, tmp
     contract = PreprocessingContract.from_config(ExtractConfig())
     model = _clip_model()
     folder = save_detector(model, tmp_path / "temporal", {"contract": contract.to_dict()})
-    predictor = Predictor.load(folder)
+    predictor = Predictor(folder)
     embedded: list[int] = []
     predictor.model.backbone.register_forward_hook(lambda _m, inputs, _o: embedded.append(len(inputs[0])))
     prediction = predictor.predict(inference_media / "face.mp4")

@@ -98,7 +98,7 @@ def _detect(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: no videos or images under {target}", file=sys.stderr)
         return 2
-    predictor = Predictor.load(args.model)
+    predictor = Predictor(args.model)
     results = []
     for path in files:
         prediction = predictor.predict(path)

@@ -86,7 +86,7 @@ def _detect_held_out_clip(cfg: Config) -> None:
     if held_out.empty:
         return
     clip = Path(cfg.ingest.dataset_dir) / held_out["path"].iloc[0]
-    predictor = Predictor.load(cfg.evaluate.model_dir)
+    predictor = Predictor(cfg.evaluate.model_dir)
     prediction = predictor.predict(clip)
     folder = write_report(prediction, predictor, clip, Path("reports/detect"))
     print(

@@ -32,7 +32,7 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     source, out = Path(cfg.model_dir), Path(cfg.out_dir)
     if source.resolve() == out.resolve():
         raise ValueError("calibrate writes a new model folder: out_dir must differ from model_dir")
-    predictor = Predictor.load(source)
+    predictor = Predictor(source)
     predictor.calibrator = None  # fit on the raw logits, even when re-calibrating a calibrated model
     _, videos = score_split(predictor, cfg.faces_dir, "val", progress)
     labels, logits = videos["target"].to_numpy(), videos["logit"].to_numpy()

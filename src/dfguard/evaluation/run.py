@@ -83,7 +83,7 @@ def score_split(
 
 
 def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
-    predictor = Predictor.load(cfg.model_dir)
+    predictor = Predictor(cfg.model_dir)
     if cfg.aggregation:
         if predictor.model.clip_model:
             raise ValueError(f"{cfg.model_dir} holds a clip model: it judges whole clips, not frames")

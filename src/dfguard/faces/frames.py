@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from dfguard.media import MediaError, count_video_frames, read_image, upright_bgr, usable_media_kind
+from dfguard.media import MediaError, read_image, upright_bgr, usable_media_kind, video_timing
 
 Backend = Literal["opencv", "pyav"]
 BACKENDS: tuple[Backend, ...] = ("opencv", "pyav")
@@ -178,13 +178,9 @@ def _read_pyav(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError("no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
-            if duration <= 0 and container.duration:
-                duration = container.duration / av.time_base
-            frame_count = stream.frames or round(duration * fps) or count_video_frames(path)
-            width, height = stream.codec_context.width, stream.codec_context.height
+            fps, frame_count, _ = video_timing(container, path)
+            codec = container.streams.video[0].codec_context
+            width, height = codec.width, codec.height
     except av.FFmpegError as err:
         # strerror, not str(err): that names the absolute path, and failure reports must not differ
         # between machines.

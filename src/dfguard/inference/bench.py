@@ -61,7 +61,7 @@ def large_photo_seconds(model_dir: Path, photo: Path, repeats: int = 3) -> dict[
     decoded, in the same run: the median wall time, verdict and probability of each, and the ratio."""
     found: dict[str, Any] = {}
     for label, budget in (("shrunk", MAX_FRAME_PIXELS), ("as_decoded", None)):
-        predictor = Predictor.load(model_dir, max_frame_pixels=budget)
+        predictor = Predictor(model_dir, max_frame_pixels=budget)
         predictor.predict(photo)  # warm
         walls, prediction = [], None
         for _ in range(repeats):
@@ -108,7 +108,7 @@ def run_bench_detect(
     """`trained`: model folders whose test-split video AUC and ECE fill their row of the models table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # the predictor's own policy (one thread per request), for every figure
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor(model_dir)
     with tempfile.TemporaryDirectory() as scratch:
         clip = make_clip(clip_source, Path(scratch) / "clip10s.mp4")
         predictor.predict(clip, frames)  # warm: the face detector is built, kernels are chosen

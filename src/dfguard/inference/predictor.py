@@ -123,16 +123,6 @@ class Predictor:
             self.weights_sha256 = hashlib.file_digest(weights, "sha256").hexdigest()
         self._face_detector: FaceDetector | None = None  # built on first use: stored crops need none
 
-    @classmethod
-    def load(
-        cls,
-        model_dir: str | Path,
-        device: str = "",
-        threads: int = 1,
-        max_frame_pixels: int | None = MAX_FRAME_PIXELS,
-    ) -> Predictor:
-        return cls(model_dir, device, threads, max_frame_pixels)
-
     @property
     def identity(self) -> dict[str, Any]:
         return {
