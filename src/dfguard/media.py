@@ -1,6 +1,7 @@
 """Reading facts about media files and writing videos; shared by corpus, ingest and extraction.
 
-OpenCV is tried first because it is fast; PyAV is the fallback for containers OpenCV cannot open. Both
+OpenCV is tried first because it is fast; PyAV is the fallback for containers OpenCV cannot open.
+Pillow reads what neither does well: animated images, GIF, and the HEIF and AVIF photos of phones. All
 are wrapped so a bad file raises `MediaError` with a reason a person can act on, never a crash deeper in.
 """
 
@@ -16,17 +17,50 @@ from typing import Literal
 import av
 import cv2
 import numpy as np
-from PIL import Image
+import pillow_heif
+from PIL import Image, ImageOps
+
+from dfguard.animation import (
+    DECODE_ERRORS,
+    Animation,
+    AnimationTooLargeError,
+    animated_frame_count,
+    decode_animation,
+)
+
+# Pillow opens HEIF (an iPhone's photos) through this plugin; it reads AVIF by itself.
+pillow_heif.register_heif_opener()
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".heic",
+        ".heif",
+        ".avif",
+    }
+)
 
 MediaKind = Literal["video", "image"]
+# How a file's frames are read: one picture, an animated image's frames (judged as a video) or a video.
+Decoder = Literal["image", "animation", "video"]
 
 # Images whose header declares more pixels than this are refused before anything is decoded: a PNG of
 # a few kilobytes can declare a 50000x50000 canvas (a decompression bomb: 7.5 GB once decoded). 120
 # megapixels admits the largest common camera photos (108 MP phone sensors; an 8K frame is 33 MP).
 MAX_IMAGE_PIXELS = 120_000_000
+# Every frame of an animated image is decoded (each draws over the last), about 10 ns a pixel here: a
+# 20-second 720p GIF at 25 fps holds 460 megapixels; this limit is a few seconds of decoding.
+MAX_ANIMATION_PIXELS = 1_000_000_000
 
 
 class MediaError(ValueError):
@@ -55,11 +89,29 @@ def media_kind(path: Path) -> MediaKind | None:
 
 # The opening bytes of the image formats OpenCV decodes (WebP: "RIFF", a size, then "WEBP").
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
+GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
+# HEIF and AVIF photos are ISO media files like MP4: the brand of their "ftyp" box tells them apart.
+PHOTO_BRANDS = frozenset({b"heic", b"heix", b"mif1", b"avif"})
 MATROSKA_SIGNATURE = b"\x1a\x45\xdf\xa3"  # MKV and WebM
 
 
+def _read_head(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(16)
+
+
+def _decoded_by_pillow(head: bytes) -> bool:
+    """GIF (OpenCV 4.14 reads it, but not every build does), HEIF (OpenCV cannot) and AVIF (OpenCV
+    ignores its orientation, so a phone's portrait would lie on its side)."""
+    return head.startswith(GIF_SIGNATURES) or (head[4:8] == b"ftyp" and head[8:12] in PHOTO_BRANDS)
+
+
 def _looks_like_image(head: bytes) -> bool:
-    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return (
+        head.startswith(IMAGE_SIGNATURES)
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or _decoded_by_pillow(head)
+    )
 
 
 def _looks_like_video(head: bytes) -> bool:
@@ -71,13 +123,13 @@ def _looks_like_video(head: bytes) -> bool:
     )
 
 
-def usable_media_kind(path: Path) -> MediaKind:
-    """The kind of a media file worth trying to decode; MediaError for an unsupported extension, a
+def media_decoder(path: Path) -> Decoder:
+    """How to read a media file worth trying to decode; MediaError for an unsupported extension, a
     path that is not a regular file (a folder, a device) and an empty file.
 
     The extension admits a file; its content decides how it is decoded: a photo saved as `.mp4` is
-    judged as the photo it is (read as a video it would be one frame, too short to judge), and a
-    video saved as `.jpg` as a video.
+    judged as the photo it is (read as a video it would be one frame, too short to judge), a video
+    saved as `.jpg` as a video, and an image with more than one frame as the clip it plays.
     """
     kind = media_kind(path)
     if kind is None:
@@ -86,10 +138,9 @@ def usable_media_kind(path: Path) -> MediaKind:
         raise MediaError("not a regular file")
     if path.stat().st_size == 0:
         raise MediaError("empty file")
-    with path.open("rb") as file:
-        head = file.read(16)
+    head = _read_head(path)
     if _looks_like_image(head):
-        return "image"
+        return "animation" if animated_frame_count(path) > 1 else "image"
     if _looks_like_video(head):
         return "video"
     return kind
@@ -97,8 +148,13 @@ def usable_media_kind(path: Path) -> MediaKind:
 
 def probe_media(path: Path) -> MediaInfo:
     """Read the facts a manifest needs, decoding one frame to prove the file is really readable."""
-    if usable_media_kind(path) == "image":
+    decoder = media_decoder(path)
+    if decoder == "image":
         return _probe_image(path)
+    if decoder == "animation":
+        animation = read_animation(path, [0])
+        size = (animation.width, animation.height)
+        return MediaInfo("video", *size, animation.fps, animation.frame_count, animation.duration_s)
     try:
         return _probe_video_opencv(path)
     except MediaError as first:
@@ -109,13 +165,40 @@ def probe_media(path: Path) -> MediaInfo:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file with OpenCV as 8-bit BGR, turned upright by its EXIF orientation (as a phone
-    shows it); MediaError for a corrupt file or one whose header declares more than MAX_IMAGE_PIXELS."""
+    """Decode an image file as 8-bit BGR, turned upright by its EXIF orientation (as a phone shows it);
+    MediaError for a corrupt file or one whose header declares more than MAX_IMAGE_PIXELS. An animated
+    image gives its first frame."""
     _refuse_oversized(path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if _decoded_by_pillow(_read_head(path)):
+        image = _decode_with_pillow(path)
+    else:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise MediaError("unreadable image (corrupt or not an image)")
     return image
+
+
+def _decode_with_pillow(path: Path) -> np.ndarray | None:
+    try:
+        with Image.open(path) as image:
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+    except DECODE_ERRORS:
+        return None
+    return cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
+
+
+def read_animation(path: Path, indices: list[int]) -> Animation:
+    """The frames numbered `indices` of an animated image (fewer when the file is damaged before the
+    last of them), with the length and timing of what decodes; MediaError for a file over
+    MAX_IMAGE_PIXELS a frame or MAX_ANIMATION_PIXELS in all, or whose first frame does not decode."""
+    _refuse_oversized(path)
+    try:
+        return decode_animation(path, indices, MAX_ANIMATION_PIXELS)
+    except AnimationTooLargeError as err:
+        raise MediaError(str(err)) from err
+    except DECODE_ERRORS as err:
+        # Pillow's message can name the absolute path: reports must not differ between machines.
+        raise MediaError(f"unreadable animated image ({str(err).replace(str(path), path.name)})") from err
 
 
 def _refuse_oversized(path: Path) -> None:

@@ -73,13 +73,13 @@ def test_detect_on_a_folder_names_the_files_it_skips(
 ) -> None:
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "blip.mp4").write_bytes((inference_media / "blip.mp4").read_bytes())
-    for name in ("a.gif", "b.txt", "c.heic", "d", "e.doc", "f.xyz", "g.json"):
+    for name in ("a.psd", "b.txt", "c.svg", "d", "e.doc", "f.xyz", "g.json"):
         (tmp_path / name).write_bytes(b"not judged")
     assert main(["detect", str(tmp_path), "--model", str(trained_detector[1])]) == 0
     captured = capsys.readouterr()
     assert captured.out.split()[0] == "TOO_SHORT" and len(captured.out.splitlines()) == 1
     assert (
-        "skipped 7 file(s) that are not a supported video or image: a.gif, b.txt, c.heic, d, e.doc and 2 more"
+        "skipped 7 file(s) that are not a supported video or image: a.psd, b.txt, c.svg, d, e.doc and 2 more"
         in (captured.err)
     )
 

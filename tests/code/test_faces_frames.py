@@ -153,6 +153,90 @@ def test_the_content_not_the_extension_decides_how_a_file_is_decoded(
     assert probe_media(clip).kind == "video"
 
 
+@pytest.mark.parametrize("extension", [".gif", ".webp", ".png"])
+def test_an_animated_image_is_sampled_and_probed_like_a_video(tmp_path: Path, extension: str) -> None:
+    """A looping GIF, an animated WebP and an APNG each play 40 numbered frames. Each is read as the
+    video it plays: its own frames, timed by their delays (the last delay, 0, plays as 100 ms, as in
+    browsers), not as one still image."""
+    pictures = [Image.fromarray(_numbered_frame(number)) for number in range(40)]
+    path = tmp_path / f"loop{extension}"
+    delays_ms = [40] * 39 + [0]
+    pictures[0].save(
+        path, save_all=True, append_images=pictures[1:], duration=delays_ms, loop=0, lossless=True
+    )
+    duration_s = (39 * 40 + 100) / 1000
+
+    sampled = read_sampled(path, 8)
+    assert (sampled.backend, sampled.frame_count) == ("animation", 40)
+    assert sampled.indices == sample_indices(40, 8)
+    assert [_read_number(frame) for frame in sampled.frames] == sampled.indices
+    assert sampled.fps == pytest.approx(40 / duration_s)
+    info = probe_media(path)
+    assert (info.kind, info.width, info.height, info.frame_count) == ("video", 80, 32, 40)
+    assert info.duration_s == pytest.approx(duration_s)
+
+
+def test_a_still_gif_is_an_image(tmp_path: Path) -> None:
+    path = tmp_path / "still.gif"
+    Image.fromarray(_numbered_frame(9)).save(path)
+    sampled = read_sampled(path, 16)
+    assert (sampled.backend, sampled.indices, _read_number(sampled.frames[0])) == ("image", [0], 9)
+    assert probe_media(path).kind == "image"
+
+
+@pytest.mark.parametrize(
+    ("extension", "saved_as"), [(".heic", ".heic"), (".avif", ".avif"), (".heic", ".jpg")]
+)
+def test_heif_and_avif_photos_are_read_upright(tmp_path: Path, extension: str, saved_as: str) -> None:
+    """An iPhone's photos are HEIF (OpenCV cannot decode it), and are often shared under a `.jpg` name;
+    OpenCV decodes AVIF but ignores its orientation. Both come out upright, like the JPEG case below."""
+    stored = np.zeros((120, 200, 3), np.uint8)
+    stored[:, :40] = 255  # a white band on the stored image's left: the top once turned upright
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    encoded = tmp_path / f"portrait{extension}"
+    Image.fromarray(stored).save(encoded, exif=exif.tobytes(), quality=95)
+    path = encoded.rename(tmp_path / f"phone{saved_as}")
+    frame = read_sampled(path, 1).frames[0]
+    assert frame.shape == (200, 120, 3)
+    assert frame[:30].mean() > 200 and frame[-100:].mean() < 30
+    info = probe_media(path)
+    assert (info.kind, info.width, info.height) == ("image", 120, 200)
+
+
+def test_a_damaged_animation_gives_the_frames_before_the_damage_or_a_clear_refusal(tmp_path: Path) -> None:
+    pictures = [Image.fromarray(_numbered_frame(number)) for number in range(40)]
+    whole = tmp_path / "whole.gif"
+    pictures[0].save(whole, save_all=True, append_images=pictures[1:], duration=40, loop=0)
+    data = whole.read_bytes()
+    truncated = tmp_path / "truncated.gif"
+    truncated.write_bytes(data[: len(data) // 2])
+    sampled = read_sampled(truncated, 8)
+    assert 5 < sampled.frame_count < 40 and sampled.indices == sample_indices(sampled.frame_count, 8)
+    assert [_read_number(frame) for frame in sampled.frames] == sampled.indices
+    assert probe_media(truncated).frame_count == sampled.frame_count
+
+    first_frame_cut = tmp_path / "cut.gif"
+    first_frame_cut.write_bytes(data[:60])  # the header, the palette and part of frame 0
+    with pytest.raises(MediaError, match="unreadable image") as refused:
+        read_sampled(first_frame_cut, 8)
+    assert str(tmp_path) not in str(refused.value)
+
+
+def test_an_animation_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    # 4.5 kB declaring 300 frames on a 2000x2000 canvas: each frame draws one pixel, yet each is a
+    # whole canvas once played, 1.2 gigapixels in all.
+    screen = b"GIF89a" + struct.pack("<HHBBB", 2000, 2000, 0x80, 0, 0) + bytes([0, 0, 0, 255, 255, 255])
+    one_pixel = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # LZW: clear, 0, end
+    bomb = tmp_path / "bomb.gif"
+    bomb.write_bytes(screen + one_pixel * 300 + b"\x3b")
+    with Image.open(bomb) as premise:
+        assert (premise.size, premise.n_frames) == ((2000, 2000), 300)
+    for read in (lambda: read_sampled(bomb, 16), lambda: probe_media(bomb)):
+        with pytest.raises(MediaError, match="megapixel decoding limit for animated images"):
+            read()
+
+
 def test_a_phone_photo_is_read_and_probed_upright(tmp_path: Path) -> None:
     """A camera stores a portrait as a landscape JPEG plus an EXIF orientation; both the frames and the
     probed size (the manifest's resolution) must be the upright picture's."""

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from scipy.special import expit
 
 from dfguard.calibration import UNCERTAIN, Calibrator
@@ -89,6 +90,34 @@ def test_uploads_and_decoded_frames_are_judged_like_files(
     assert [f.timestamp_s for f in decoded.frames] == [f.timestamp_s for f in expected.frames]
     assert predictor.predict_bytes(path.read_bytes(), "clip.exe").verdict == UNREADABLE
     assert predictor.predict_bytes(b"", "clip.mp4").verdict == UNREADABLE
+
+
+def test_an_animated_gif_and_an_iphone_photo_are_judged_like_a_video_and_a_photo(
+    trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path
+) -> None:
+    """The face clip re-encoded as a looping GIF (a 256-colour palette, 50 ms a frame) and the portrait
+    as HEIF: each is judged from its own frames, whose faces are where the original file's are."""
+    predictor = Predictor(trained_detector[1])
+    clip = read_sampled(inference_media / "face.mp4", 8)
+    pictures = [Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) for frame in clip.frames]
+    gif = tmp_path / "face.gif"
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=50, loop=0)
+    judged = predictor.predict(gif)
+    assert judged.judged and len(judged.frames) == 8 and {f.status for f in judged.frames} == {"OK"}
+    assert [f.timestamp_s for f in judged.frames] == pytest.approx([0.05 * i for i in range(8)])
+    original = predictor.predict(inference_media / "face.mp4")
+    assert len(judged.faces) == len(original.faces) == 8
+    assert np.allclose([f.box for f in judged.faces], [f.box for f in original.faces], atol=4)
+    upload = predictor.predict_bytes(gif.read_bytes(), "reaction.GIF")
+    assert upload.probability == pytest.approx(judged.probability, abs=1e-6)
+
+    portrait = cv2.imread(str(inference_media / "portrait.png"))
+    heic = tmp_path / "portrait.heic"
+    Image.fromarray(cv2.cvtColor(portrait, cv2.COLOR_BGR2RGB)).save(heic, quality=90)
+    photo, original_photo = predictor.predict(heic), predictor.predict(inference_media / "portrait.png")
+    assert photo.judged and len(photo.frames) == 1
+    assert len(photo.faces) == len(original_photo.faces) == 1
+    assert np.allclose(photo.faces[0].box, original_photo.faces[0].box, atol=4)
 
 
 def test_a_large_image_is_judged_shrunk_and_its_faces_are_placed_in_its_own_pixels(

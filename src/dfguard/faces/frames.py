@@ -1,5 +1,7 @@
 """Sample N evenly spaced frames from a video (or the one frame of an image) without decoding it all.
 
+An animated image (GIF, WebP, APNG) is sampled like a video, through Pillow.
+
 OpenCV reads first because it is fast; PyAV is the fallback for files OpenCV cannot open or whose
 container declares no length (a browser's WebM recording: its frames are then counted from the
 packets). Either way a file that yields no frame raises `MediaError` with the reasons, which callers
@@ -17,7 +19,8 @@ import av
 import cv2
 import numpy as np
 
-from dfguard.media import MediaError, read_image, upright_bgr, usable_media_kind, video_timing
+from dfguard.animation import Animation, animated_frame_count
+from dfguard.media import MediaError, media_decoder, read_animation, read_image, upright_bgr, video_timing
 
 Backend = Literal["opencv", "pyav"]
 BACKENDS: tuple[Backend, ...] = ("opencv", "pyav")
@@ -40,7 +43,7 @@ class SampledFrames:
     indices: list[int]  # frame number of each, from 0
     fps: float  # 0 for an image
     frame_count: int  # frames the video really has, as far as reading showed; 1 for an image
-    backend: str  # "opencv", "pyav" or "image"
+    backend: str  # "opencv", "pyav", "animation" or "image"
     scale: float  # frame pixels per source pixel: below 1 when large frames were shrunk
 
     @property
@@ -79,17 +82,20 @@ def sample_indices(frame_count: int, n: int) -> list[int]:
 def read_sampled(
     path: Path, n: int, backends: tuple[Backend, ...] = BACKENDS, max_pixels: int | None = MAX_FRAME_PIXELS
 ) -> SampledFrames:
-    """Read `n` evenly spaced frames of a video, or the single frame of an image, each shrunk to at most
-    `max_pixels` (None: as decoded).
+    """Read `n` evenly spaced frames of a video or an animated image, or the single frame of an image,
+    each shrunk to at most `max_pixels` (None: as decoded).
 
     Raises MediaError (unsupported, empty, corrupt, no decodable frame) naming what each backend said.
     """
     if n < 1:
         raise ValueError(f"at least one frame must be sampled, got {n}")
-    if usable_media_kind(path) == "image":
+    decoder = media_decoder(path)
+    if decoder == "image":
         image = read_image(path)
         scale = _shrink_scale(image.shape[1], image.shape[0], max_pixels)
         return SampledFrames([_fit(image, max_pixels)], [0], 0.0, 1, "image", scale)
+    if decoder == "animation":
+        return _read_animation(path, n, max_pixels)
     readers = {"opencv": _read_opencv, "pyav": _read_pyav}
     errors = []
     for backend in backends:
@@ -98,6 +104,21 @@ def read_sampled(
         except MediaError as err:
             errors.append(f"{backend}: {err}")
     raise MediaError("unreadable video (" + "; ".join(errors) + ")")
+
+
+def _read_animation(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
+    played: list[Animation] = []
+
+    def read(indices: list[int]) -> tuple[list[np.ndarray], int | None]:
+        animation = read_animation(path, indices)
+        played.append(animation)
+        short = animation.frame_count if len(animation.frames) < len(indices) else None
+        return [_fit(frame, max_pixels) for frame in animation.frames], short
+
+    frames, indices, frame_count = _read_counted(read, animated_frame_count(path), n)
+    animation = played[-1]
+    scale = _shrink_scale(animation.width, animation.height, max_pixels)
+    return SampledFrames(frames, indices, animation.fps, frame_count, "animation", scale)
 
 
 # A reader of the given frame numbers: returns the frames read and, when it ran out of frames before
