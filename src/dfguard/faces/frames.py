@@ -19,8 +19,16 @@ import av
 import cv2
 import numpy as np
 
-from dfguard.animation import Animation, animated_frame_count
-from dfguard.media import MediaError, media_decoder, read_animation, read_image, upright_bgr, video_timing
+from dfguard.media import (
+    Animation,
+    MediaError,
+    animated_frame_count,
+    media_decoder,
+    read_animation,
+    read_image,
+    upright_bgr,
+    video_timing,
+)
 
 Backend = Literal["opencv", "pyav"]
 BACKENDS: tuple[Backend, ...] = ("opencv", "pyav")

@@ -1,0 +1,41 @@
+"""Reading facts about media files and writing videos; shared by corpus, ingest, extraction and detection.
+
+OpenCV is tried first because it is fast; PyAV is the fallback for containers OpenCV cannot open.
+Pillow reads what neither does well: animated images, GIF, and the HEIF and AVIF photos of phones. All
+are wrapped so a bad file raises `MediaError` with a reason a person can act on, never a crash deeper in.
+"""
+
+from dfguard.media.animation import Animation, animated_frame_count
+from dfguard.media.images import MAX_ANIMATION_PIXELS, MAX_IMAGE_PIXELS, read_animation, read_image
+from dfguard.media.kinds import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Decoder,
+    MediaError,
+    MediaKind,
+    media_decoder,
+    media_kind,
+)
+from dfguard.media.probe import MediaInfo, probe_media
+from dfguard.media.video import upright_bgr, video_timing, write_video
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_ANIMATION_PIXELS",
+    "MAX_IMAGE_PIXELS",
+    "VIDEO_EXTENSIONS",
+    "Animation",
+    "Decoder",
+    "MediaError",
+    "MediaInfo",
+    "MediaKind",
+    "animated_frame_count",
+    "media_decoder",
+    "media_kind",
+    "probe_media",
+    "read_animation",
+    "read_image",
+    "upright_bgr",
+    "video_timing",
+    "write_video",
+]
