@@ -27,13 +27,17 @@ def test_detect_prints_a_verdict_per_file_and_writes_reports_inside_the_report_f
         main(["detect", str(inference_media), "--model", str(trained_detector[1]), "--report", str(reports)])
         == 0
     )
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
     # Each line: VERDICT  p(fake)=...  PATH  [reason]
     verdicts = {
         Path(next(t for t in line.split() if t.startswith(str(inference_media)))).name: line.split()[0]
-        for line in lines
+        for line in captured.out.splitlines()
     }
     assert verdicts.keys() == {p.name for p in inference_media.iterdir()}
+    tally = sorted((verdict, list(verdicts.values()).count(verdict)) for verdict in set(verdicts.values()))
+    summary = ", ".join(f"{verdict} {count}" for verdict, count in tally)
+    assert captured.err.strip().endswith(f"judged {len(verdicts)} file(s): {summary}")
+    assert "detect:" not in captured.err  # the printed lines are the progress: no bar beside them
     assert verdicts["corrupt.mp4"] == verdicts["empty.mp4"] == "UNREADABLE"
     assert verdicts["room.mp4"] == "NO_FACE" and verdicts["blip.mp4"] == "TOO_SHORT"
     assert verdicts["face.mp4"] in ("FAKE", "REAL", "UNCERTAIN")
@@ -82,6 +86,25 @@ def test_detect_on_a_folder_names_the_files_it_skips(
         "skipped 7 file(s) that are not a supported video or image: a.psd, b.txt, c.svg, d, e.doc and 2 more"
         in (captured.err)
     )
+
+
+def test_detect_json_of_a_folder_shows_progress_meanwhile_and_a_tally_after(
+    trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for name in ("blip.mp4", "corrupt.mp4", "empty.mp4"):
+        (tmp_path / name).write_bytes((inference_media / name).read_bytes())
+    command = ["detect", str(tmp_path), "--model", str(trained_detector[1]), "--json"]
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    assert [Path(item["file"]).name for item in json.loads(captured.out)] == [
+        "blip.mp4",
+        "corrupt.mp4",
+        "empty.mp4",
+    ]
+    assert "detect: 100%" in captured.err and "3/3" in captured.err
+    assert captured.err.strip().endswith("judged 3 file(s): TOO_SHORT 1, UNREADABLE 2")
+    assert main([*command, "--no-progress"]) == 0
+    assert "detect:" not in capsys.readouterr().err
 
 
 def test_report_folders_cannot_escape_or_collide(tmp_path: Path) -> None:

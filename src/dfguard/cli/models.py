@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from dfguard.cli.common import Commands, calibration_text, config_from, interval_text
@@ -71,36 +72,45 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _media_files(target: Path) -> list[Path]:
+    """The file itself, or the supported files of a folder, searched recursively; the others are named
+    on stderr rather than dropped silently: a file the client meant to check may carry an odd name."""
+    from dfguard.media import media_kind
+
+    if not target.is_dir():
+        return [target]
+    found = sorted(p for p in target.rglob("*") if p.is_file())
+    skipped = [p.relative_to(target) for p in found if not media_kind(p)]
+    if skipped:
+        shown = ", ".join(map(str, skipped[:5])) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        print(
+            f"skipped {len(skipped)} file(s) that are not a supported video or image: {shown}",
+            file=sys.stderr,
+        )
+    return [p for p in found if media_kind(p)]
+
+
 def _detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from dfguard.inference.predictor import Predictor
     from dfguard.inference.report import write_report
-    from dfguard.media import media_kind
 
     target = Path(args.path)
     if not target.exists():
         print(f"error: {target} does not exist", file=sys.stderr)
         return 2
-    if target.is_dir():
-        found = sorted(p for p in target.rglob("*") if p.is_file())
-        files = [p for p in found if media_kind(p)]
-        skipped = [p.relative_to(target) for p in found if not media_kind(p)]
-        if skipped:
-            # Said, not dropped silently: a file the client meant to check may carry an unexpected name.
-            shown = ", ".join(map(str, skipped[:5])) + (
-                f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-            )
-            print(
-                f"skipped {len(skipped)} file(s) that are not a supported video or image: {shown}",
-                file=sys.stderr,
-            )
-    else:
-        files = [target]
+    files = _media_files(target)
     if not files:
         print(f"error: no videos or images under {target}", file=sys.stderr)
         return 2
     predictor = Predictor(args.model)
     results = []
-    for path in files:
+    # Printed lines show a folder's progress; JSON comes at the end, so a bar shows it meanwhile.
+    quiet = not (args.json and target.is_dir()) or args.no_progress
+    for path in tqdm(files, desc="detect", unit="file", disable=quiet):
         prediction = predictor.predict(path)
         results.append({"file": str(path), **prediction.to_dict()})
         if args.report:
@@ -110,6 +120,10 @@ def _detect(args: argparse.Namespace) -> int:
             print(f"{prediction.verdict:<15} p(fake)={shown}  {path}  {prediction.reason}".rstrip())
     if args.json:
         print(json.dumps(results if target.is_dir() else results[0], indent=2))
+    if target.is_dir():
+        counts = Counter(result["verdict"] for result in results)
+        tally = ", ".join(f"{verdict} {count}" for verdict, count in sorted(counts.items()))
+        print(f"judged {len(results)} file(s): {tally}", file=sys.stderr)
     return 0
 
 
@@ -160,6 +174,7 @@ def add_commands(commands: Commands) -> None:
     detect.add_argument("--model", default="models/calibrated", help="model folder (default: %(default)s)")
     detect.add_argument("--report", help="write report.json, a timeline and Grad-CAM overlays here")
     detect.add_argument("--json", action="store_true", help="print the full predictions as JSON")
+    detect.add_argument("--no-progress", action="store_true", help="no progress bar for a folder's JSON")
     detect.set_defaults(func=_detect)
 
     export = commands.add_parser("export", help="export a model").add_subparsers(dest="format", required=True)
