@@ -77,7 +77,7 @@ def _refuse_oversized(path: Path) -> None:
     except Image.DecompressionBombError as err:
         # PIL's own ceiling (twice its warning size) lies above ours, so this file is over ours too.
         raise MediaError(f"image declares more pixels than {limit}") from err
-    except (OSError, ValueError, SyntaxError):
+    except DECODE_ERRORS:
         return  # a header PIL cannot parse: OpenCV's decoding decides whether it is an image at all
     if width * height > MAX_IMAGE_PIXELS:
         raise MediaError(f"{width}x{height} px image ({width * height / 1e6:.0f} megapixels) is over {limit}")
