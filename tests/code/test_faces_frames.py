@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from dfguard.faces.frames import SEEK_GAP_FRAMES, read_sampled, sample_indices
-from dfguard.media import MAX_IMAGE_PIXELS, MediaError, probe_media, upright_bgr, write_video
+from dfguard.media import (
+    MAX_ANIMATION_PIXELS,
+    MAX_IMAGE_PIXELS,
+    MediaError,
+    animation_length,
+    probe_media,
+    upright_bgr,
+    write_video,
+)
 
 EXIF_ORIENTATION = 0x0112
 
@@ -232,7 +240,18 @@ def test_an_animation_declaring_too_many_pixels_is_refused_before_decoding(tmp_p
     bomb.write_bytes(screen + one_pixel * 300 + b"\x3b")
     with Image.open(bomb) as premise:
         assert (premise.size, premise.n_frames) == ((2000, 2000), 300)
-    for read in (lambda: read_sampled(bomb, 16), lambda: probe_media(bomb)):
+    # Damaged at its end, 20000 such frames (280 kB) cannot be counted in one go; counting them one
+    # by one draws each, so it stops once past the limit instead of drawing all 20000.
+    damaged = tmp_path / "damaged_bomb.gif"
+    damaged.write_bytes(screen + one_pixel * 20_000 + b"\x2c\x00")
+    with pytest.raises(struct.error), Image.open(damaged) as premise:
+        _ = premise.n_frames
+    assert animation_length(damaged) == MAX_ANIMATION_PIXELS // (2000 * 2000) + 1
+    for read in (
+        lambda: read_sampled(bomb, 16),
+        lambda: probe_media(bomb),
+        lambda: read_sampled(damaged, 16),
+    ):
         with pytest.raises(MediaError, match="megapixel decoding limit for animated images"):
             read()
 

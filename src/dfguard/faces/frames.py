@@ -22,7 +22,7 @@ import numpy as np
 from dfguard.media import (
     Animation,
     MediaError,
-    animated_frame_count,
+    animation_length,
     media_decoder,
     read_animation,
     read_image,
@@ -116,14 +116,15 @@ def read_sampled(
 
 def _read_animation(path: Path, n: int, max_pixels: int | None) -> SampledFrames:
     played: list[Animation] = []
+    length = animation_length(path)
 
     def read(indices: list[int]) -> tuple[list[np.ndarray], int | None]:
-        animation = read_animation(path, indices)
+        animation = read_animation(path, indices, length)
         played.append(animation)
         short = animation.frame_count if len(animation.frames) < len(indices) else None
         return [_fit(frame, max_pixels) for frame in animation.frames], short
 
-    frames, indices, frame_count = _read_counted(read, animated_frame_count(path), n)
+    frames, indices, frame_count = _read_counted(read, length, n)
     animation = played[-1]
     scale = _shrink_scale(animation.width, animation.height, max_pixels)
     return SampledFrames(frames, indices, animation.fps, frame_count, "animation", scale)

@@ -5,8 +5,8 @@ Pillow reads what neither does well: animated images, GIF, and the HEIF and AVIF
 are wrapped so a bad file raises `MediaError` with a reason a person can act on, never a crash deeper in.
 """
 
-from dfguard.media.animation import Animation, animated_frame_count
-from dfguard.media.images import MAX_ANIMATION_PIXELS, MAX_IMAGE_PIXELS, read_animation, read_image
+from dfguard.media.animation import MAX_ANIMATION_PIXELS, Animation
+from dfguard.media.images import MAX_IMAGE_PIXELS, animation_length, read_animation, read_image
 from dfguard.media.kinds import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -29,7 +29,7 @@ __all__ = [
     "MediaError",
     "MediaInfo",
     "MediaKind",
-    "animated_frame_count",
+    "animation_length",
     "media_decoder",
     "media_kind",
     "probe_media",

@@ -22,6 +22,10 @@ ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
 # struct.error from deep in its parser).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
 
+# Every frame of an animated image is decoded (each draws over the last), about 10 ns a pixel here: a
+# 20-second 720p GIF at 25 fps holds 460 megapixels; this limit is a few seconds of decoding.
+MAX_ANIMATION_PIXELS = 1_000_000_000
+
 # Browsers play a frame delay of 10 ms or less, or none, as 100 ms; GIFs made for the web rely on it.
 SHORTEST_DELAY_MS = 10
 DEFAULT_DELAY_MS = 100
@@ -44,50 +48,60 @@ class Animation:
         return self.frame_count / self.duration_s
 
 
-def animated_frame_count(path: Path) -> int:
-    """The frames of an animated GIF, WebP or PNG that Pillow can reach: 1 for a still image, a
-    multi-page TIFF (pages of a document, not a clip) or a file Pillow cannot parse (its decoding then
+def is_animated(path: Path) -> bool:
+    """Whether a file is an animated GIF, WebP or PNG, found by reaching its second frame only. Not a
+    multi-page TIFF (pages of a document, not a clip), nor a file Pillow cannot parse (its decoding then
     decides what it is)."""
     try:
         with Image.open(path) as image:
-            if image.format not in ANIMATED_FORMATS:
-                return 1
-            try:
-                return int(getattr(image, "n_frames", 1))
-            except DECODE_ERRORS:
-                return _count_reachable_frames(path)
+            return image.format in ANIMATED_FORMATS and bool(getattr(image, "is_animated", False))
     except (*DECODE_ERRORS, Image.DecompressionBombError):
-        return 1
+        return False
+
+
+def animated_frame_count(path: Path) -> int:
+    """The frames of an animated image that Pillow can reach (raises Pillow's errors for a file it
+    cannot open)."""
+    with Image.open(path) as image:
+        try:
+            return int(getattr(image, "n_frames", 1))
+        except DECODE_ERRORS:
+            return _count_reachable_frames(path)
 
 
 def _count_reachable_frames(path: Path) -> int:
     """Count a damaged animation's frames by seeking until the damage (Pillow counts them in one go
-    only when the whole file parses)."""
+    only when the whole file parses).
+
+    Seeking draws each frame, so the count stops once the frames pass MAX_ANIMATION_PIXELS, a count
+    that decoding then refuses: a damaged GIF of a megabyte can declare 100000 full-canvas frames.
+    """
     with Image.open(path) as image:
-        count = 1
-        while True:
+        frame_pixels, count = image.width * image.height, 1
+        while count * frame_pixels <= MAX_ANIMATION_PIXELS:
             try:
                 image.seek(count)
             except DECODE_ERRORS:
                 return count
             count += 1
+        return count
 
 
-def decode_animation(path: Path, indices: Collection[int], max_decoded_pixels: int) -> Animation:
-    """Play the animation, keeping the frames numbered `indices` (from 0) as BGR.
+def decode_animation(path: Path, indices: Collection[int], frame_count: int) -> Animation:
+    """Play the animation of `frame_count` frames (`animated_frame_count`), keeping the frames numbered
+    `indices` (from 0) as BGR.
 
     Every frame is decoded: each draws over the last, and the duration sums all their delays. So an
-    animation whose frames hold more than `max_decoded_pixels` in all is refused before decoding
+    animation whose frames hold more than MAX_ANIMATION_PIXELS in all is refused before decoding
     (AnimationTooLargeError): a GIF of a few kilobytes can declare thousands of full-canvas frames. A damaged
     file gives the frames before the damage; one whose first frame fails raises OSError.
     """
-    frame_count = animated_frame_count(path)
     with Image.open(path) as image:
         width, height = image.size
-        if frame_count * width * height > max_decoded_pixels:
+        if frame_count * width * height > MAX_ANIMATION_PIXELS:
             raise AnimationTooLargeError(
                 f"{frame_count} frames of {width}x{height} px are over the "
-                f"{max_decoded_pixels / 1e6:.0f}-megapixel decoding limit for animated images"
+                f"{MAX_ANIMATION_PIXELS / 1e6:.0f}-megapixel decoding limit for animated images"
             )
         wanted, frames, decoded, delay_ms = set(indices), [], 0, 0
         try:

@@ -14,7 +14,13 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps
 
-from dfguard.media.animation import DECODE_ERRORS, Animation, AnimationTooLargeError, decode_animation
+from dfguard.media.animation import (
+    DECODE_ERRORS,
+    Animation,
+    AnimationTooLargeError,
+    animated_frame_count,
+    decode_animation,
+)
 from dfguard.media.kinds import MediaError, decoded_by_pillow, read_head
 
 # Pillow opens HEIF (an iPhone's photos) through this plugin; it reads AVIF by itself.
@@ -24,9 +30,6 @@ pillow_heif.register_heif_opener()
 # a few kilobytes can declare a 50000x50000 canvas (a decompression bomb: 7.5 GB once decoded). 120
 # megapixels admits the largest common camera photos (108 MP phone sensors; an 8K frame is 33 MP).
 MAX_IMAGE_PIXELS = 120_000_000
-# Every frame of an animated image is decoded (each draws over the last), about 10 ns a pixel here: a
-# 20-second 720p GIF at 25 fps holds 460 megapixels; this limit is a few seconds of decoding.
-MAX_ANIMATION_PIXELS = 1_000_000_000
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -52,18 +55,32 @@ def _decode_with_pillow(path: Path) -> np.ndarray | None:
     return cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
 
 
-def read_animation(path: Path, indices: list[int]) -> Animation:
-    """The frames numbered `indices` of an animated image (fewer when the file is damaged before the
-    last of them), with the length and timing of what decodes; MediaError for a file over
-    MAX_IMAGE_PIXELS a frame or MAX_ANIMATION_PIXELS in all, or whose first frame does not decode."""
+def animation_length(path: Path) -> int:
+    """The frames of an animated image (counted up to the damage in a damaged one); MediaError when
+    Pillow cannot open it."""
+    try:
+        return animated_frame_count(path)
+    except DECODE_ERRORS as err:
+        raise MediaError(f"unreadable animated image ({_without_path(err, path)})") from err
+
+
+def read_animation(path: Path, indices: list[int], frame_count: int) -> Animation:
+    """The frames numbered `indices` of an animated image of `frame_count` frames (`animation_length`;
+    fewer when the file is damaged before the last of them), with the length and timing of what
+    decodes; MediaError for a file over MAX_IMAGE_PIXELS a frame or MAX_ANIMATION_PIXELS in all, or
+    whose first frame does not decode."""
     _refuse_oversized(path)
     try:
-        return decode_animation(path, indices, MAX_ANIMATION_PIXELS)
+        return decode_animation(path, indices, frame_count)
     except AnimationTooLargeError as err:
         raise MediaError(str(err)) from err
     except DECODE_ERRORS as err:
-        # Pillow's message can name the absolute path: reports must not differ between machines.
-        raise MediaError(f"unreadable animated image ({str(err).replace(str(path), path.name)})") from err
+        raise MediaError(f"unreadable animated image ({_without_path(err, path)})") from err
+
+
+def _without_path(err: Exception, path: Path) -> str:
+    # Pillow's message can name the absolute path: reports must not differ between machines.
+    return str(err).replace(str(path), path.name)
 
 
 def _refuse_oversized(path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from dfguard.media.animation import animated_frame_count
+from dfguard.media.animation import is_animated
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 IMAGE_EXTENSIONS = frozenset(
@@ -87,7 +87,7 @@ def media_decoder(path: Path) -> Decoder:
         raise MediaError("empty file")
     head = read_head(path)
     if _looks_like_image(head):
-        return "animation" if animated_frame_count(path) > 1 else "image"
+        return "animation" if is_animated(path) else "image"
     if _looks_like_video(head):
         return "video"
     return kind

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import cv2
 
-from dfguard.media.images import read_animation, read_image
+from dfguard.media.images import animation_length, read_animation, read_image
 from dfguard.media.kinds import MediaError, MediaKind, media_decoder
 from dfguard.media.video import upright_bgr, video_timing
 
@@ -29,7 +29,7 @@ def probe_media(path: Path) -> MediaInfo:
     if decoder == "image":
         return _probe_image(path)
     if decoder == "animation":
-        animation = read_animation(path, [0])
+        animation = read_animation(path, [0], animation_length(path))
         size = (animation.width, animation.height)
         return MediaInfo("video", *size, animation.fps, animation.frame_count, animation.duration_s)
     try:
