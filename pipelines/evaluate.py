@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,17 @@ def evaluate_flow(
     cfg = load_config(Path(params_path))
     faces_dir = faces_dir or cfg.evaluate.faces_dir
     client = configure(cfg.registry)
-    model_dir = load(client, model_uri)
     label = hashlib.sha256(f"{model_uri}|{Path(faces_dir).resolve()}|{split}".encode()).hexdigest()[:10]
     out_dir = Path("reports/evaluations") / label
-    result = run_evaluate(
-        dataclasses.replace(
-            cfg.evaluate, model_dir=str(model_dir), faces_dir=faces_dir, split=split, out_dir=str(out_dir)
-        ),
-        progress=False,
-    )
+    # A registered model is downloaded for this evaluation only; a local folder is read where it is.
+    with tempfile.TemporaryDirectory(prefix="dfguard-model-") as downloads:
+        model_dir = load(client, model_uri, downloads)
+        result = run_evaluate(
+            dataclasses.replace(
+                cfg.evaluate, model_dir=str(model_dir), faces_dir=faces_dir, split=split, out_dir=str(out_dir)
+            ),
+            progress=False,
+        )
     dataset = output_hash(faces_dir) or "unknown"
     run = client.create_run(
         experiment_id(client, cfg.registry.experiment),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +214,12 @@ def make_face_dataset(root: Path, videos_per_split: int = 4, frames: int = 3) ->
 def face_dataset() -> Callable[..., Path]:
     """A factory of tiny face datasets (see `make_face_dataset`)."""
     return make_face_dataset
+
+
+@pytest.fixture(scope="module")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server for real flow runs, started once per test module that asks for it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

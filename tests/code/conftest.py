@@ -5,10 +5,21 @@ four test modules share them)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 from registry_helpers import migrated_store, save_tiny_model
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder `tempfile` makes new folders under, for this test only: a test of code that makes
+    temporary folders can then see what it leaves behind, and leaves nothing in the machine's /tmp."""
+    root = tmp_path / "temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,9 @@ def store(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return client, Path(cfg.root)
 
 
-def test_champion_loads_back_with_identical_outputs(store, model_dir: Path, tmp_path: Path) -> None:
+def test_champion_loads_back_with_identical_outputs(
+    store, model_dir: Path, tmp_path: Path, temp_root: Path
+) -> None:
     client, _ = store
     version = register_tiny(client, model_dir, evaluation(0.9))
     move_alias(client, CHAMPION, version)
@@ -59,10 +61,10 @@ def test_champion_loads_back_with_identical_outputs(store, model_dir: Path, tmp_
         with torch.no_grad():
             assert torch.equal(loaded(batch).logits, original(batch).logits), uri
         assert config["contract_hash"] == model_contract(model_dir)[1]
-    assert sorted(p.name for p in load(client, f"models:/{MODEL_NAME}@champion").iterdir()) == [
-        "config.json",
-        "model.safetensors",
-    ]
+    # With no destination, the files go to a new temporary folder of the caller's.
+    downloaded = load(client, f"models:/{MODEL_NAME}@champion")
+    assert downloaded.is_relative_to(temp_root)
+    assert sorted(p.name for p in downloaded.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_embedded_store_keeps_db_and_artifacts_under_its_root(store, model_dir: Path) -> None:
@@ -176,6 +178,13 @@ def test_load_names_what_is_missing(store, tmp_path: Path) -> None:
         load(client, f"models:/{MODEL_NAME}/latest/extra")
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
         load(client, tmp_path)
+
+
+def test_a_failed_download_leaves_no_folder_behind(store, temp_root: Path) -> None:
+    client, _ = store
+    with pytest.raises(ValueError, match="cannot download"):
+        load(client, "runs:/0123456789abcdef0123456789abcdef/model")
+    assert list(temp_root.iterdir()) == []
 
 
 def _edit_config(folder: Path, **sections: dict) -> None:

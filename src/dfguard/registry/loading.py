@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,12 +30,18 @@ def load(client: MlflowClient, uri: str | Path, dst_dir: str | Path | None = Non
         text = _download_uri(client, text)
     destination = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="dfguard-model-"))
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=text, dst_path=str(destination), tracking_uri=client.tracking_uri
-        )
-    except MlflowException as err:
-        raise ValueError(f"cannot download {uri}: {err.message}") from err
-    return require_saved_model(Path(local))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=text, dst_path=str(destination), tracking_uri=client.tracking_uri
+            )
+        except MlflowException as err:
+            raise ValueError(f"cannot download {uri}: {err.message}") from err
+        return require_saved_model(Path(local))
+    except BaseException:
+        # The caller never learns the path of a folder made here for a load that failed: remove it.
+        if dst_dir is None:
+            shutil.rmtree(destination, ignore_errors=True)
+        raise
 
 
 def _download_uri(client: MlflowClient, uri: str) -> str:
