@@ -100,6 +100,7 @@ class TrainConfig:
     frame_model: str = "efficientnet_lite0"
     pooling: str = "lstm"
     clip_length: int = 8
+    patch_stage: int = 4  # the patch model: the block stage of EfficientNet-Lite0 its patches come from
     # A trained model folder to start from: the same model (fine-tuning) or, for a clip model, the frame
     # model it is built on (its backbone). "" starts from the package's pretrained weights.
     init_from: str = ""

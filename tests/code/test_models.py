@@ -32,6 +32,7 @@ TINY_CNN = {"name": "small_cnn", "kwargs": {"widths": [8, 16]}}
 TINY_CONFIGS: dict[str, dict] = {
     "efficientnet_lite0": {"pretrained": False},
     "blend_map": {"pretrained": False},
+    "patch": {"pretrained": False},
     "mobilenet_v2": {"pretrained": False},
     "resnet50": {},
     "small_cnn": {"widths": [8, 16, 32]},
@@ -279,3 +280,21 @@ def test_a_model_starts_from_a_saved_copy_of_itself_or_from_its_frame_model(tmp_
     assert all(torch.equal(a, b) for a, b in zip(head_before, clip.head.parameters(), strict=True))
     with pytest.raises(ValueError, match="can start the same model"):
         start_from(get_model("small_cnn", widths=[8, 32]), saved)
+
+
+def test_patch_model_scores_patches_smaller_than_the_face() -> None:
+    """Each location of the patch model's last feature map sees a patch of the crop, not all of it: a
+    change in one corner leaves the far corner's features as they were (the whole network would not)."""
+    torch.manual_seed(0)
+    model = get_model("patch", pretrained=False, stage=3, input_size=128).eval()
+    image = torch.randn(1, 3, 128, 128)
+    changed = image.clone()
+    changed[..., 96:, 96:] = torch.randn(1, 3, 32, 32)
+    feature_maps = model.backbone[:-2]  # before pooling
+    with torch.no_grad():
+        before, after = feature_maps(image), feature_maps(changed)
+    assert before.shape[-2:] == (16, 16)  # stage 3: stride 8
+    torch.testing.assert_close(before[..., :4, :4], after[..., :4, :4])
+    assert not torch.allclose(before[..., -2:, -2:], after[..., -2:, -2:])
+    with pytest.raises(ValueError, match="stage must be within"):
+        get_model("patch", pretrained=False, stage=8)

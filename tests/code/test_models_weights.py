@@ -43,6 +43,18 @@ def test_efficientnet_lite0_weights_fill_every_tensor() -> None:
     assert not torch.equal(_model_tensors(random_init.backbone)[0], model_tensors[0])
 
 
+def test_patch_model_keeps_the_imagenet_weights_of_its_stages() -> None:
+    """The patch model is the pretrained Lite0's first stages: same tensors, in the same places."""
+    full = get_model("efficientnet_lite0").backbone
+    for stage in (3, 4):
+        patch = get_model("patch", stage=stage).backbone
+        kept = [full.conv_stem, full.bn1, *full.blocks[:stage]]
+        expected = [t for module in kept for t in _model_tensors(module)]
+        assert len(_model_tensors(patch)) == len(expected)
+        for ours, theirs in zip(_model_tensors(patch), expected, strict=True):
+            assert torch.equal(ours, theirs)
+
+
 def test_mobilenet_v2_weights_fill_every_tensor() -> None:
     model = get_model("mobilenet_v2")
     file_tensors = _file_tensors(MOBILENET_V2_FILE)[:-2]  # minus the ImageNet classifier

@@ -18,7 +18,7 @@ from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
 from dfguard.models import load_detector
 from dfguard.training.checkpoint import load_checkpoint
-from dfguard.training.run import _settings_key, train_detector
+from dfguard.training.run import _build_model, _settings_key, train_detector
 from dfguard.transforms import to_batch
 
 
@@ -207,3 +207,11 @@ def test_training_refuses_to_start_from_an_unrelated_model(faces_dir: Path, tmp_
         train_detector(
             _cfg(faces_dir, tmp_path, input_size=48, init_from=str(first.model_dir)), progress=False
         )
+
+
+def test_training_builds_the_patch_model_at_the_configured_stage() -> None:
+    for stage, channels in ((3, 40), (4, 80)):
+        model = _build_model(TrainConfig(model="patch", patch_stage=stage, input_size=64))
+        assert model.config["kwargs"]["stage"] == stage
+        assert model.feature_dim == channels
+        assert model.preset.input_size == 64

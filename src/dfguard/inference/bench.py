@@ -31,7 +31,7 @@ from dfguard.models import Detector, crop_detector
 from dfguard.models.weights import initial_weights_skipped
 
 CLIP_SECONDS, CLIP_FPS = 10, 25
-FRAME_MODELS = ("efficientnet_lite0", "blend_map", "mobilenet_v2", "resnet50", "small_cnn")
+FRAME_MODELS = ("efficientnet_lite0", "blend_map", "patch", "mobilenet_v2", "resnet50", "small_cnn")
 CLIP_MODEL, CLIP_FRAME_MODEL = "temporal", "efficientnet_lite0"  # the clip model over the default backbone
 # A 640x360 frame enlarged 14.4 times: 9216x5184, a 48-megapixel photo (a common phone sensor's).
 PHOTO_ENLARGEMENT = 14.4

@@ -64,11 +64,12 @@ def crop_detector(
     input_size: int,
     channels_last: bool = True,
     frame_model: str = "efficientnet_lite0",
-    **clip_settings: Any,
+    **settings: Any,
 ) -> Detector:
     """The detector `name` reading face crops of `input_size` px: a frame model directly, a clip model
-    over `frame_model` at that size (`clip_settings` are the clip model's own, e.g. pooling)."""
+    over `frame_model` at that size. `settings` are the model's own (a clip model's pooling, the patch
+    model's stage)."""
     frame_settings = {"input_size": input_size, "channels_last": channels_last}
     if model_class(name).clip_model:
-        return get_model(name, frame_model={"name": frame_model, "kwargs": frame_settings}, **clip_settings)
-    return get_model(name, **frame_settings)
+        return get_model(name, frame_model={"name": frame_model, "kwargs": frame_settings}, **settings)
+    return get_model(name, **frame_settings, **settings)

@@ -299,9 +299,12 @@ def _build_model(cfg: TrainConfig) -> Detector:
     """A frame detector, or a clip model (`temporal`) over `cfg.frame_model`'s backbone: the models
     whose input a face dataset's crops (and their tracks) can provide."""
     unsupported = f"train_detector trains frame detectors and clip models; {cfg.model!r} is neither"
-    clip_settings = {"pooling": cfg.pooling} if model_class(cfg.model).clip_model else {}
+    if model_class(cfg.model).clip_model:
+        settings = {"pooling": cfg.pooling}
+    else:
+        settings = {"stage": cfg.patch_stage} if cfg.model == "patch" else {}
     try:
-        model = crop_detector(cfg.model, cfg.input_size, cfg.channels_last, cfg.frame_model, **clip_settings)
+        model = crop_detector(cfg.model, cfg.input_size, cfg.channels_last, cfg.frame_model, **settings)
     except ValueError as err:
         raise ValueError(f"{unsupported}: {err}") from err
     if not (model.clip_model or isinstance(model, FrameDetector)):
