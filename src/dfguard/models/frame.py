@@ -19,6 +19,17 @@ from dfguard.models.weights import (
 from dfguard.transforms import IMAGENET_MEAN, IMAGENET_STD, SYMMETRIC_MEAN, SYMMETRIC_STD, Preset
 
 
+def efficientnet_lite0_network(pretrained: bool, drop_path_rate: float = 0.0) -> nn.Module:
+    """timm's `tf_efficientnet_lite0` without its classifier, with the shipped ImageNet weights when
+    `pretrained` (and initial weights are not being skipped)."""
+    net = timm.create_model(
+        "tf_efficientnet_lite0", pretrained=False, num_classes=0, drop_path_rate=drop_path_rate
+    )
+    if pretrained and load_initial_weights():
+        load_efficientnet_lite0_imagenet(net)
+    return net
+
+
 @register_model("efficientnet_lite0")
 class EfficientNetLite0(FrameDetector):
     """EfficientNet-Lite0 (4.7 M parameters with the ImageNet head, 3.4 M without) with ImageNet weights.
@@ -38,11 +49,7 @@ class EfficientNetLite0(FrameDetector):
         input_size: int = 224,
         channels_last: bool = True,
     ) -> None:
-        net = timm.create_model(
-            "tf_efficientnet_lite0", pretrained=False, num_classes=0, drop_path_rate=drop_path_rate
-        )
-        if pretrained and load_initial_weights():
-            load_efficientnet_lite0_imagenet(net)
+        net = efficientnet_lite0_network(pretrained, drop_path_rate)
         preset = Preset(input_size, SYMMETRIC_MEAN, SYMMETRIC_STD)
         super().__init__(net, net.num_features, dropout, preset, channels_last)
 

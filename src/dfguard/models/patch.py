@@ -11,12 +11,11 @@ same linear score of each location: a vote of the patches.
 
 from __future__ import annotations
 
-import timm
 from torch import nn
 
 from dfguard.models.base import FrameDetector
+from dfguard.models.frame import efficientnet_lite0_network
 from dfguard.models.registry import register_model
-from dfguard.models.weights import load_efficientnet_lite0_imagenet, load_initial_weights
 from dfguard.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, Preset
 
 
@@ -33,13 +32,11 @@ class PatchDetector(FrameDetector):
         input_size: int = 224,
         channels_last: bool = True,
     ) -> None:
-        net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-        if not 1 <= stage <= len(net.blocks):
-            raise ValueError(f"stage must be within [1, {len(net.blocks)}], got {stage}")
         # The whole network's weights load first (the shipped file pairs tensors in order), then the
         # stages after `stage` are dropped.
-        if pretrained and load_initial_weights():
-            load_efficientnet_lite0_imagenet(net)
+        net = efficientnet_lite0_network(pretrained)
+        if not 1 <= stage <= len(net.blocks):
+            raise ValueError(f"stage must be within [1, {len(net.blocks)}], got {stage}")
         last_block = net.blocks[stage - 1][-1]
         backbone = nn.Sequential(
             net.conv_stem, net.bn1, *net.blocks[:stage], nn.AdaptiveAvgPool2d(1), nn.Flatten()
