@@ -23,6 +23,7 @@ SMALL = {"name": "small_cnn", "kwargs": {"input_size": SIZE, "widths": [8, 16]}}
 MODELS: dict[str, dict[str, Any]] = {
     "efficientnet_lite0": {"input_size": SIZE, "pretrained": False},
     "blend_map": {"input_size": SIZE, "pretrained": False},
+    "patch": {"input_size": SIZE, "pretrained": False},
     "mobilenet_v2": {"input_size": SIZE, "pretrained": False},
     "resnet50": {"input_size": SIZE},
     "small_cnn": SMALL["kwargs"],
