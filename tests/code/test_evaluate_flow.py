@@ -16,10 +16,6 @@ from dfguard.registry.aliases import move_alias
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _downloads(temp_root: Path) -> list[str]:
-    return sorted(p.name for p in temp_root.glob("dfguard-model-*"))
-
-
 def test_flow_evaluates_the_champion_and_logs_the_run(
     prefect_server: None,
     trained_detector: tuple[Path, Path],
@@ -49,4 +45,4 @@ def test_flow_evaluates_the_champion_and_logs_the_run(
     assert run.data.tags["dfguard.model_uri"] == uri
     assert run.data.metrics["video.auc"] == pytest.approx(metrics["video"]["auc"])
     assert run.data.metrics["video.n"] == metrics["video"]["n"] > 0
-    assert _downloads(temp_root) == [], "the flow left the model's download behind"
+    assert list(temp_root.glob("dfguard-model-*")) == [], "the flow left the model's download behind"

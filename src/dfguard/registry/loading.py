@@ -30,18 +30,23 @@ def load(client: MlflowClient, uri: str | Path, dst_dir: str | Path | None = Non
         text = _download_uri(client, text)
     destination = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="dfguard-model-"))
     try:
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=text, dst_path=str(destination), tracking_uri=client.tracking_uri
-            )
-        except MlflowException as err:
-            raise ValueError(f"cannot download {uri}: {err.message}") from err
-        return require_saved_model(Path(local))
+        return require_saved_model(_download(client, text, destination, uri))
     except BaseException:
         # The caller never learns the path of a folder made here for a load that failed: remove it.
         if dst_dir is None:
             shutil.rmtree(destination, ignore_errors=True)
         raise
+
+
+def _download(client: MlflowClient, artifact_uri: str, destination: Path, uri: str | Path) -> Path:
+    """The artifacts at `artifact_uri`, downloaded under `destination`; ValueError naming `uri` if not."""
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=client.tracking_uri
+        )
+    except MlflowException as err:
+        raise ValueError(f"cannot download {uri}: {err.message}") from err
+    return Path(local)
 
 
 def _download_uri(client: MlflowClient, uri: str) -> str:

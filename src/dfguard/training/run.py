@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -299,10 +300,10 @@ def _build_model(cfg: TrainConfig) -> Detector:
     """A frame detector, or a clip model (`temporal`) over `cfg.frame_model`'s backbone: the models
     whose input a face dataset's crops (and their tracks) can provide."""
     unsupported = f"train_detector trains frame detectors and clip models; {cfg.model!r} is neither"
-    if model_class(cfg.model).clip_model:
-        settings = {"pooling": cfg.pooling}
-    else:
-        settings = {"stage": cfg.patch_stage} if cfg.model == "patch" else {}
+    # The train section's model-specific keys, passed to the models whose constructor takes them.
+    offered = {"pooling": cfg.pooling, "stage": cfg.patch_stage}
+    accepted = inspect.signature(model_class(cfg.model)).parameters
+    settings = {key: value for key, value in offered.items() if key in accepted}
     try:
         model = crop_detector(cfg.model, cfg.input_size, cfg.channels_last, cfg.frame_model, **settings)
     except ValueError as err:
