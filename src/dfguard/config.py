@@ -112,6 +112,9 @@ class TrainConfig:
     augment: float = 1.0  # scales every augmentation's probability (0 turns augmentation off)
     loss: str = "bce"  # "bce" or "focal"
     blend_map_weight: float = 1.0  # weight of the manipulation-map loss, for models that output a map
+    # Strength of the identity adversary's reversed gradient (`training.identity`): how hard the
+    # backbone is pushed away from features that tell the training people apart; 0: no adversary.
+    identity_weight: float = 0.0
     focal_gamma: float = 2.0
     lr: float = 1e-3  # of the head; the backbone gets lr * backbone_lr_scale
     backbone_lr_scale: float = 0.3

@@ -88,17 +88,32 @@ def test_frozen_warm_up_leaves_the_backbone_then_fine_tuning_changes_it(
     )
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def _people_manifest(faces_dir: Path, path: Path) -> str:
+    """A manifest naming a different person in each real video of the tiny dataset."""
+    videos = pd.read_parquet(faces_dir / "faces.parquet").drop_duplicates("video_id")["video_id"]
+    pd.DataFrame({"video_id": videos, "target_identity": [f"person-{v}" for v in videos]}).to_parquet(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("settings", ["plain", "ema", "identity adversary"])
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
-    faces_dir: Path, tmp_path: Path, ema_decay: float
+    faces_dir: Path, tmp_path: Path, settings: str
 ) -> None:
-    straight = train_detector(_cfg(faces_dir, tmp_path / "a", epochs=3, ema_decay=ema_decay), progress=False)
+    changes = {
+        "plain": {},
+        "ema": {"ema_decay": 0.9},
+        "identity adversary": {
+            "identity_weight": 0.5,
+            "manifest_path": _people_manifest(faces_dir, tmp_path / "manifest.parquet"),
+        },
+    }[settings]
+    straight = train_detector(_cfg(faces_dir, tmp_path / "a", epochs=3, **changes), progress=False)
 
     def interrupt_after_epoch_2(record: dict, model) -> None:
         if record["epoch"] == 2:
             raise KeyboardInterrupt  # as if the machine went away after the checkpoint was written
 
-    cfg = _cfg(faces_dir, tmp_path / "b", epochs=3, ema_decay=ema_decay)
+    cfg = _cfg(faces_dir, tmp_path / "b", epochs=3, **changes)
     with pytest.raises(KeyboardInterrupt):
         train_detector(cfg, progress=False, on_epoch_end=interrupt_after_epoch_2)
     epochs_seen: list[int] = []
@@ -148,6 +163,8 @@ def test_training_validates_and_saves_the_average_of_the_weights(faces_dir: Path
         ({"model": "ensemble"}, "frame detectors and clip models"),
         ({"model": "temporal", "frame_model": "small_cnn", "clip_length": 5}, "even number of draws"),
         ({"clip_length": 0}, "clip_length"),
+        ({"identity_weight": -0.5}, "identity_weight"),
+        ({"identity_weight": 0.5}, "name at least 2 people"),  # no manifest names anyone
     ],
 )
 def test_bad_settings_are_refused(faces_dir: Path, tmp_path: Path, change: dict, message: str) -> None:

@@ -22,8 +22,10 @@ from dfguard.training.data import (
     clip_rows,
     epoch_draws,
     load_faces,
+    person_ids,
     real_partners,
 )
+from dfguard.training.identity import UNKNOWN_PERSON
 from dfguard.transforms import AugmentConfig, Preset, resize, to_batch
 
 
@@ -93,7 +95,7 @@ def test_pairs_share_their_augmentation_and_samples_are_reproducible(faces_dir: 
     flips = AugmentConfig(p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
     dataset = TrainingFaces(faces, np.full(len(faces), NO_PARTNER), cfg, Preset(48), flips, margin=1.3)
     for pair in range(8):
-        (real, real_target, _), (fake, fake_target, _) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
+        (real, real_target, *_), (fake, fake_target, *_) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
         assert (real_target, fake_target) == (0.0, 1.0)
         assert torch.equal(real[:, :4], fake[:, :4]) and not torch.equal(real, fake)
     assert torch.equal(dataset[(2, 5)][0], dataset[(2, 5)][0])
@@ -110,7 +112,7 @@ def test_a_self_blend_with_an_altered_background_pairs_with_the_altered_real(
     dataset = TrainingFaces(faces, partners, cfg, Preset(48), no_augmentation, 1.3, clip_length)
     rows_of = clip_rows(faces, clip_length)
     for pair in range(8):
-        (real, _, _), (fake, _, _) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
+        (real, *_), (fake, *_) = dataset[(0, 2 * pair)], dataset[(0, 2 * pair + 1)]
         _, row = dataset.draws(0)[2 * pair]
         originals = to_batch([resize(read_crop(faces.crop_path[r]), 48) for r in rows_of[row]], Preset(48))
         # Every face of the real carries the colour change, and shares its border with the fake.
@@ -130,7 +132,7 @@ def test_blend_maps_mark_the_pasted_region_and_mirror_with_the_image(faces_dir: 
     mirrored = TrainingFaces(faces, partners, cfg, Preset(48), replace(no_augmentation, p_flip=1), 1.3)
     kinds = [kind for kind, _ in plain.draws(0)]
     for position, kind in enumerate(kinds):
-        image, target, blend_map = plain[(0, position)]
+        image, target, blend_map, _ = plain[(0, position)]
         assert blend_map.shape == (48, 48) and blend_map.dtype == torch.float32
         if kind == REAL:
             assert target == 0.0 and not blend_map.any()
@@ -138,10 +140,37 @@ def test_blend_maps_mark_the_pasted_region_and_mirror_with_the_image(faces_dir: 
         assert target == 1.0 and 0 < blend_map.max() <= 1
         centre, corner = blend_map[20:28, 20:28].mean(), blend_map[:6, :6].mean()
         assert centre > 0.2 and corner == 0  # the inner face, never the crop's corner
-        flipped_image, _, flipped_map = mirrored[(0, position)]
+        flipped_image, _, flipped_map, _ = mirrored[(0, position)]
         assert torch.equal(flipped_image, image.flip(-1))
         assert torch.equal(flipped_map, blend_map.flip(-1))
     assert {SELF_BLEND, DATASET_FAKE} <= set(kinds)
+
+
+def test_real_faces_are_named_by_person_and_draws_carry_their_person(faces_dir: Path, tmp_path: Path) -> None:
+    faces = load_faces(faces_dir, "train")
+    # Real videos train0, train2 and train4: the first two show one person, the third is unnamed.
+    identities = {"train0": "ann", "train2": "ann", "train4": "", "train1": "ann", "train3": "bob"}
+    manifest = tmp_path / "people.parquet"
+    table = pd.DataFrame({"video_id": list(identities), "target_identity": list(identities.values())})
+    table.to_parquet(manifest)
+    people = person_ids(faces, manifest)
+    by_video = dict(zip(faces["video_id"], people, strict=True))
+    assert by_video["train0"] == by_video["train2"] != UNKNOWN_PERSON
+    assert by_video["train4"] == UNKNOWN_PERSON, "an unnamed real video"
+    assert by_video["train1"] == by_video["train3"] == UNKNOWN_PERSON, "a fake's person is ambiguous"
+    assert (person_ids(faces, "") == UNKNOWN_PERSON).all(), "no manifest: nobody is named"
+
+    cfg = TrainConfig(samples_per_epoch=64)
+    no_augmentation = AugmentConfig(p_flip=0, p_colour=0, p_noise=0, p_blur=0, p_downscale=0, p_jpeg=0)
+    partners = np.full(len(faces), NO_PARTNER)
+    dataset = TrainingFaces(faces, partners, cfg, Preset(32), no_augmentation, 1.3, people=people)
+    kinds = set()
+    for position, (kind, row) in enumerate(dataset.draws(0)):
+        person = dataset[(0, position)][3]
+        kinds.add(kind)
+        # A self-blend is its real face's person; a dataset fake is nobody's.
+        assert person == (UNKNOWN_PERSON if kind == DATASET_FAKE else people[row])
+    assert kinds == {REAL, SELF_BLEND, DATASET_FAKE}
 
 
 def test_clip_rows_are_consecutive_faces_of_one_track() -> None:
@@ -165,7 +194,7 @@ def test_clip_draws_apply_one_blend_and_augmentation_to_all_their_faces(faces_di
     assert len(clips) == 20, "samples_per_epoch counts faces: 64 faces make 10 pairs of 3-face clips"
     rows_of = clip_rows(faces, 3)
     for position, (kind, row) in enumerate(clips.draws(0)):
-        images, target, maps = clips[(0, position)]
+        images, target, maps, _ = clips[(0, position)]
         assert images.shape == (3, 3, 48, 48) and maps.shape == (3, 48, 48)
         if kind == REAL:
             frames = [resize(read_crop(faces.crop_path[r]), 48) for r in rows_of[row]]

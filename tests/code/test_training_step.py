@@ -48,7 +48,7 @@ def test_a_training_step_gives_a_finite_loss_and_moves_backbone_and_head(
     faces = load_faces(face_dataset(tmp_path / "faces"), "train")
     cfg = TrainConfig(samples_per_epoch=2 * CLIP_FRAMES * 2)
     samples = TrainingFaces(faces, np.full(len(faces), NO_PARTNER), cfg, model.preset, AugmentConfig(), 1.3)
-    images, targets, maps = zip(*(samples[(0, i)] for i in range(len(samples))), strict=True)
+    images, targets, maps, _ = zip(*(samples[(0, i)] for i in range(len(samples))), strict=True)
     inputs, labels, blend_maps = torch.stack(images), torch.stack(targets), torch.stack(maps)
     if name == "temporal":  # clips of consecutive samples: real, fake, real -> then fake, real, fake
         inputs, labels = inputs.view(-1, CLIP_FRAMES, 3, SIZE, SIZE), torch.tensor([0.0, 1.0, 0.0, 1.0])

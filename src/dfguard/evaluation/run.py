@@ -47,6 +47,7 @@ from dfguard.evaluation.plots import (
     plot_scores_by_group,
 )
 from dfguard.inference.predictor import Predictor
+from dfguard.ingest.manifest import manifest_columns
 
 FACES_NAME = "faces.parquet"
 METRICS_NAME = "metrics.json"
@@ -162,20 +163,6 @@ def _intervals(y: np.ndarray, p: np.ndarray, identities: np.ndarray) -> dict[str
             bounds |= {f"{metric}_low": round(low, 6), f"{metric}_high": round(high, 6)}
         intervals[name] = bounds
     return intervals
-
-
-def manifest_columns(manifest_path: str, video_ids: pd.Series, columns: list[str]) -> pd.DataFrame:
-    """The manifest's `columns` for each video; "unknown" without a manifest, a column or a value."""
-    path = Path(manifest_path)
-    manifest = pd.read_parquet(path).drop_duplicates("video_id") if path.is_file() else pd.DataFrame()
-    found = pd.DataFrame(index=video_ids.index)
-    for column in columns:
-        if column not in manifest:
-            found[column] = "unknown"
-            continue
-        lookup = dict(zip(manifest["video_id"], manifest[column].fillna("unknown"), strict=True))
-        found[column] = video_ids.map(lambda v, lookup=lookup: lookup.get(v, "unknown") or "unknown")
-    return found
 
 
 def _mean_defined(values: list[float | None]) -> float | None:

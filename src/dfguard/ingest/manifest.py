@@ -141,3 +141,17 @@ def write_outputs(
     text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
     write_atomic(paths[2], lambda tmp: tmp.write_text(text))
     return paths
+
+
+def manifest_columns(manifest_path: str, video_ids: pd.Series, columns: list[str]) -> pd.DataFrame:
+    """The manifest's `columns` for each video; "unknown" without a manifest, a column or a value."""
+    path = Path(manifest_path)
+    manifest = pd.read_parquet(path).drop_duplicates("video_id") if path.is_file() else pd.DataFrame()
+    found = pd.DataFrame(index=video_ids.index)
+    for column in columns:
+        if column not in manifest:
+            found[column] = "unknown"
+            continue
+        lookup = dict(zip(manifest["video_id"], manifest[column].fillna("unknown"), strict=True))
+        found[column] = video_ids.map(lambda v, lookup=lookup: lookup.get(v, "unknown") or "unknown")
+    return found

@@ -31,6 +31,8 @@ from dfguard.faces.align import template_points
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
 from dfguard.inference.scoring import track_keys
+from dfguard.ingest.manifest import manifest_columns
+from dfguard.training.identity import UNKNOWN_PERSON
 from dfguard.training.sbi import self_blend, self_blend_real
 from dfguard.transforms import AugmentConfig, Preset, hflip, resize, train_transform
 
@@ -96,6 +98,16 @@ def real_partners(faces: pd.DataFrame, manifest_path: str | Path) -> np.ndarray:
     ).dropna(subset=["partner"])
     partners[matched["row"].to_numpy()] = matched["partner"].to_numpy(np.int64)
     return partners
+
+
+def person_ids(faces: pd.DataFrame, manifest_path: str | Path) -> np.ndarray:
+    """For each real face, the index (0, 1, ...) of the person its video shows (the manifest's
+    `target_identity`); UNKNOWN_PERSON for fakes and for videos the manifest does not name anyone in."""
+    names = manifest_columns(str(manifest_path), faces["video_id"], ["target_identity"])["target_identity"]
+    named = (names != "unknown").to_numpy() & (faces["target"].to_numpy() == 0)
+    people = np.full(len(faces), UNKNOWN_PERSON, np.int64)
+    people[named] = pd.factorize(names[named])[0]
+    return people
 
 
 def epoch_draws(
@@ -165,9 +177,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class TrainingFaces(Dataset):
-    """(epoch, position) -> (image tensor, target, blend map), position indexing `epoch_draws` of that
-    epoch. With `clip_length` > 1 (clip models), a draw is the clip of that many consecutive faces
-    starting at the drawn face (`clip_rows`), and images and maps gain a time axis after the batch one."""
+    """(epoch, position) -> (image tensor, target, blend map, person), position indexing `epoch_draws`
+    of that epoch. With `clip_length` > 1 (clip models), a draw is the clip of that many consecutive
+    faces starting at the drawn face (`clip_rows`), and images and maps gain a time axis after the batch
+    one. `people` (from `person_ids`) names the person of each real face; a self-blend keeps its real
+    face's person, and a dataset fake, or any face without `people`, is UNKNOWN_PERSON."""
 
     def __init__(
         self,
@@ -178,8 +192,10 @@ class TrainingFaces(Dataset):
         augment: AugmentConfig,
         margin: float,
         clip_length: int = 1,
+        people: np.ndarray | None = None,
     ) -> None:
         self.faces, self.partners, self.cfg = faces[["crop_path", "target"]], partners, cfg
+        self.people = np.full(len(faces), UNKNOWN_PERSON, np.int64) if people is None else people
         self.preset, self.augment, self.margin = preset, augment, margin
         self.clip_length = clip_length
         self._clips = clip_rows(faces, clip_length) if clip_length > 1 else None
@@ -196,21 +212,22 @@ class TrainingFaces(Dataset):
     def __len__(self) -> int:
         return draws_per_epoch(self.cfg, self.clip_length)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(image, target, blend map): the map is the share of each input pixel that was pasted in, the
-        target of models that also localise the manipulation (zeros for a real face)."""
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """(image, target, blend map, person): the map is the share of each input pixel that was pasted
+        in, the target of models that also localise the manipulation (zeros for a real face)."""
         epoch, position = key
         kind, row = self.draws(epoch)[position]
         target = torch.tensor(float(kind != REAL))
+        person = torch.tensor(UNKNOWN_PERSON if kind == DATASET_FAKE else int(self.people[row]))
         if self._clips is None:
             image, blend_map = self._sample(kind, row, epoch, position)
-            return image, target, blend_map
+            return image, target, blend_map, person
         # Every face of a clip gets the same blend and augmentation (their generators are seeded by
         # the draw, not the face), as a manipulation is applied to a whole clip: what changes from face
         # to face then comes from the video itself, not from augmentation noise.
         faces = [self._sample(kind, clip_row, epoch, position) for clip_row in self._clips[row]]
         images, maps = zip(*faces, strict=True)
-        return torch.stack(images), target, torch.stack(maps)
+        return torch.stack(images), target, torch.stack(maps), person
 
     def _sample(self, kind: int, row: int, epoch: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One face of a draw: (image, blend map)."""

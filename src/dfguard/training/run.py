@@ -46,9 +46,11 @@ from dfguard.training.data import (
     TrainingFaces,
     load_contract,
     load_faces,
+    person_ids,
     real_partners,
 )
 from dfguard.training.ema import WeightAverage
+from dfguard.training.identity import UNKNOWN_PERSON, IdentityAdversary
 from dfguard.training.losses import loss_function
 from dfguard.training.schedule import warmup_cosine
 from dfguard.training.step import train_step
@@ -84,6 +86,7 @@ class _Optimisation:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     average: WeightAverage | None
+    adversary: IdentityAdversary | None
 
     @property
     def judged(self) -> Detector:
@@ -98,6 +101,7 @@ class _Optimisation:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             **({"ema": self.average.state_dict()} if self.average is not None else {}),
+            **({"adversary": self.adversary.state_dict()} if self.adversary is not None else {}),
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -108,6 +112,8 @@ class _Optimisation:
         restore_rng_state(saved["rng"])
         if self.average is not None:
             self.average.load_state_dict(saved["ema"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(saved["adversary"])
 
 
 def train_detector(
@@ -134,20 +140,25 @@ def train_detector(
     if cfg.init_from:
         start_from(model, cfg.init_from)
     model = model.to(device)
+    people = person_ids(train_faces, cfg.manifest_path)
+    adversary = _identity_adversary(cfg, model, people)
+    adversary = adversary.to(device) if adversary is not None else None
     optimizer = torch.optim.AdamW(
         [
             {"params": list(model.head_parameters()), "lr": cfg.lr},
             {"params": list(model.backbone_parameters()), "lr": cfg.lr * cfg.backbone_lr_scale},
+            *([{"params": list(adversary.parameters()), "lr": cfg.lr}] if adversary is not None else []),
         ],
         weight_decay=cfg.weight_decay,
     )
-    loader = _training_loader(cfg, train_faces, model, contract.margin, device)
+    loader = _training_loader(cfg, train_faces, people, model, contract.margin, device)
     run = _Optimisation(
         model,
         optimizer,
         warmup_cosine(optimizer, cfg.epochs * len(loader), cfg.warmup_fraction),
         torch.amp.GradScaler("cuda", enabled=use_amp),
         WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        adversary,
     )
     criterion = loss_function(cfg.loss, cfg.focal_gamma)
 
@@ -212,17 +223,21 @@ def train_detector(
 
 
 def _training_loader(
-    cfg: TrainConfig, train_faces: pd.DataFrame, model: Detector, margin: float, device: str
+    cfg: TrainConfig,
+    train_faces: pd.DataFrame,
+    people: np.ndarray,
+    model: Detector,
+    margin: float,
+    device: str,
 ) -> DataLoader:
-    """Batches of real/fake pairs (of faces, or of clips for a clip model), re-drawn every epoch by the
-    loader's `EpochSampler`."""
+    """Batches of real/fake pairs (of faces, or of clips for a clip model), with the person of each
+    (`person_ids`), re-drawn every epoch by the loader's `EpochSampler`."""
     faces_per_draw = _faces_per_draw(cfg)
     partners = real_partners(train_faces, cfg.manifest_path)
     has_partner = partners[train_faces["target"].to_numpy() == 1] != NO_PARTNER
     log.info("%d of %d train fakes paired with their original frame", has_partner.sum(), has_partner.size)
-    dataset = TrainingFaces(
-        train_faces, partners, cfg, model.preset, scaled_augmentation(cfg.augment), margin, faces_per_draw
-    )
+    augment = scaled_augmentation(cfg.augment)
+    dataset = TrainingFaces(train_faces, partners, cfg, model.preset, augment, margin, faces_per_draw, people)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size // faces_per_draw,
@@ -285,11 +300,26 @@ def _check(cfg: TrainConfig) -> None:
             "batch_size must hold an even number of draws (whole real/fake pairs of faces, or of clips "
             f"of clip_length faces for a clip model; {draws_per_batch} here), at most samples_per_epoch"
         )
+    if cfg.identity_weight < 0:
+        raise ValueError(f"identity_weight must be at least 0 (0: no adversary), got {cfg.identity_weight}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must be within [0, 1) (0: no average), got {cfg.ema_decay}")
     for name in ("sbi_share", "sbi_background_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {getattr(cfg, name)}")
+
+
+def _identity_adversary(cfg: TrainConfig, model: Detector, people: np.ndarray) -> IdentityAdversary | None:
+    """The adversary over the people named in the train split, when `identity_weight` asks for one."""
+    if cfg.identity_weight <= 0:
+        return None
+    named = int(people.max()) + 1 if (people != UNKNOWN_PERSON).any() else 0
+    if named < 2:
+        raise ValueError(
+            f"identity_weight {cfg.identity_weight} needs the manifest ({cfg.manifest_path!r}) to name at "
+            f"least 2 people in the train split's real videos; it names {named}"
+        )
+    return IdentityAdversary(model.feature_dim, named, cfg.identity_weight)
 
 
 def _faces_per_draw(cfg: TrainConfig) -> int:
@@ -326,9 +356,9 @@ def _train_epoch(
     when kept, is updated after every step."""
     run.model.train()
     losses = []
-    for images, targets, blend_maps in loader:
+    for images, targets, blend_maps, people in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        blend_maps = blend_maps.to(device, non_blocking=True)
+        blend_maps, people = blend_maps.to(device, non_blocking=True), people.to(device, non_blocking=True)
         loss = train_step(
             run.model,
             images,
@@ -339,6 +369,8 @@ def _train_epoch(
             use_amp,
             blend_maps,
             blend_map_weight,
+            run.adversary,
+            people,
         )
         losses.append(loss)
         run.scheduler.step()
