@@ -132,6 +132,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
     history_a = json.loads((straight.model_dir / "history.json").read_text())
     history_b = json.loads((resumed.model_dir / "history.json").read_text())
     assert [h["val_loss"] for h in history_a] == [h["val_loss"] for h in history_b]
+    # The adversary's loss is recorded when there is one (two named people: chance is log 2).
+    assert [h.get("identity_loss") for h in history_a] == [h.get("identity_loss") for h in history_b]
+    assert all(("identity_loss" in h) == ("identity_weight" in changes) for h in history_a)
 
 
 def test_training_validates_and_saves_the_average_of_the_weights(faces_dir: Path, tmp_path: Path) -> None:

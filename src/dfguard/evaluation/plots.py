@@ -110,11 +110,13 @@ def plot_scores_by_group(
 
 
 def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
-    """Training curves: loss per epoch (left) and validation AUCs (right), frozen epochs shaded."""
+    """Training curves: losses per epoch (left) and validation AUCs (right), frozen epochs shaded."""
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
     left.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    if all("identity_loss" in h for h in history):  # the identity adversary's, when training had one
+        left.plot(epochs, [h["identity_loss"] for h in history], marker="o", label="identity adversary loss")
     right.plot(epochs, [h["val_frame_auc"] for h in history], marker="o", label="frame AUC")
     right.plot(epochs, [h["val_video_auc"] for h in history], marker="o", label="video AUC")
     for ax in (left, right):

@@ -47,6 +47,7 @@ class IdentityAdversary(nn.Module):
         if people < 2:
             raise ValueError(f"an identity adversary needs at least 2 named people, got {people}")
         self.strength = strength
+        self.last_loss = float("nan")  # of the last batch, for the training history
         self.classifier = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, people))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -56,5 +57,8 @@ class IdentityAdversary(nn.Module):
         """Cross-entropy over the faces whose person is known; zero (still in the graph) without any."""
         known = people != UNKNOWN_PERSON
         if not bool(known.any()):
+            self.last_loss = float("nan")
             return features.sum() * 0.0
-        return functional.cross_entropy(self(features[known]), people[known])
+        loss = functional.cross_entropy(self(features[known]), people[known])
+        self.last_loss = float(loss.detach())
+        return loss

@@ -178,7 +178,8 @@ def train_detector(
         bar = tqdm(
             total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress
         )
-        train_loss = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight)
+        losses = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight)
+        train_loss = losses["train_loss"]
         bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
         metrics = validation_metrics(run.judged, val_faces, device)
         bar.set_postfix(
@@ -189,7 +190,7 @@ def train_detector(
         bar.close()
         record = {
             "epoch": epoch + 1,
-            "train_loss": train_loss,
+            **losses,
             **metrics,
             "lr": optimizer.param_groups[0]["lr"],
             "frozen": epoch < cfg.frozen_epochs,
@@ -351,11 +352,13 @@ def _train_epoch(
     device: str,
     use_amp: bool,
     blend_map_weight: float,
-) -> float:
+) -> dict[str, float]:
     """One pass over the epoch's batches; the bar shows the loss of the last 20. The weight average,
-    when kept, is updated after every step."""
+    when kept, is updated after every step. Returns the mean detection loss (`train_loss`) and, with
+    an adversary, its mean loss at naming people (`identity_loss`: near log(people) when the features
+    no longer tell them apart, near 0 when they do)."""
     run.model.train()
-    losses = []
+    losses, identity_losses = [], []
     for images, targets, blend_maps, people in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         blend_maps, people = blend_maps.to(device, non_blocking=True), people.to(device, non_blocking=True)
@@ -373,12 +376,17 @@ def _train_epoch(
             people,
         )
         losses.append(loss)
+        if run.adversary is not None:
+            identity_losses.append(run.adversary.last_loss)
         run.scheduler.step()
         if run.average is not None:
             run.average.update(run.model)
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    return round(float(np.mean(losses)), 4)
+    means = {"train_loss": round(float(np.mean(losses)), 4)}
+    if identity_losses:
+        means["identity_loss"] = round(float(np.nanmean(identity_losses)), 4)
+    return means
 
 
 def validation_metrics(model: Detector, faces: pd.DataFrame, device: str = "cpu") -> dict[str, float]:
