@@ -141,8 +141,7 @@ def train_detector(
         start_from(model, cfg.init_from)
     model = model.to(device)
     people = person_ids(train_faces, cfg.manifest_path)
-    adversary = _identity_adversary(cfg, model, people)
-    adversary = adversary.to(device) if adversary is not None else None
+    adversary = _identity_adversary(cfg, model, people, device)
     optimizer = torch.optim.AdamW(
         [
             {"params": list(model.head_parameters()), "lr": cfg.lr},
@@ -310,7 +309,9 @@ def _check(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be within [0, 1], got {getattr(cfg, name)}")
 
 
-def _identity_adversary(cfg: TrainConfig, model: Detector, people: np.ndarray) -> IdentityAdversary | None:
+def _identity_adversary(
+    cfg: TrainConfig, model: Detector, people: np.ndarray, device: str
+) -> IdentityAdversary | None:
     """The adversary over the people named in the train split, when `identity_weight` asks for one."""
     if cfg.identity_weight <= 0:
         return None
@@ -320,7 +321,7 @@ def _identity_adversary(cfg: TrainConfig, model: Detector, people: np.ndarray) -
             f"identity_weight {cfg.identity_weight} needs the manifest ({cfg.manifest_path!r}) to name at "
             f"least 2 people in the train split's real videos; it names {named}"
         )
-    return IdentityAdversary(model.feature_dim, named, cfg.identity_weight)
+    return IdentityAdversary(model.feature_dim, named, cfg.identity_weight).to(device)
 
 
 def _faces_per_draw(cfg: TrainConfig) -> int:
