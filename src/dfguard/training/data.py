@@ -180,8 +180,8 @@ class TrainingFaces(Dataset):
     """(epoch, position) -> (image tensor, target, blend map, person), position indexing `epoch_draws`
     of that epoch. With `clip_length` > 1 (clip models), a draw is the clip of that many consecutive
     faces starting at the drawn face (`clip_rows`), and images and maps gain a time axis after the batch
-    one. `people` (from `person_ids`) names the person of each real face; a self-blend keeps its real
-    face's person, and a dataset fake, or any face without `people`, is UNKNOWN_PERSON."""
+    one. `people` (from `person_ids`) names the person of each real face, which its self-blends keep;
+    without it every draw is UNKNOWN_PERSON."""
 
     def __init__(
         self,
@@ -218,7 +218,7 @@ class TrainingFaces(Dataset):
         epoch, position = key
         kind, row = self.draws(epoch)[position]
         target = torch.tensor(float(kind != REAL))
-        person = torch.tensor(UNKNOWN_PERSON if kind == DATASET_FAKE else int(self.people[row]))
+        person = torch.tensor(int(self.people[row]))  # a self-blend's row is its real face's
         if self._clips is None:
             image, blend_map = self._sample(kind, row, epoch, position)
             return image, target, blend_map, person
