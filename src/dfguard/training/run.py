@@ -315,13 +315,14 @@ def _identity_adversary(
     """The adversary over the people named in the train split, when `identity_weight` asks for one."""
     if cfg.identity_weight <= 0:
         return None
-    named = int(people.max()) + 1 if (people != UNKNOWN_PERSON).any() else 0
-    if named < 2:
+    named = int(people.max(initial=UNKNOWN_PERSON)) + 1  # people are numbered 0, 1, ...; unknown is -1
+    try:
+        return IdentityAdversary(model.feature_dim, named, cfg.identity_weight).to(device)
+    except ValueError as err:  # the adversary's own rule; this says where the people come from
         raise ValueError(
             f"identity_weight {cfg.identity_weight} needs the manifest ({cfg.manifest_path!r}) to name at "
-            f"least 2 people in the train split's real videos; it names {named}"
-        )
-    return IdentityAdversary(model.feature_dim, named, cfg.identity_weight).to(device)
+            f"least 2 people in the train split's real videos: {err}"
+        ) from err
 
 
 def _faces_per_draw(cfg: TrainConfig) -> int:
