@@ -53,11 +53,13 @@ def test_predictor_statuses_on_real_media(trained_detector: tuple[Path, Path], i
     assert 0.0 <= face.probability <= 1.0 and len(face.faces) == 8
     assert {f.status for f in face.frames} == {"OK"}
     assert [f.timestamp_s for f in face.frames] == sorted(f.timestamp_s for f in face.frames)
-    assert face.seconds.keys() >= {"decode", "faces", "classify"}
+    assert face.seconds.keys() >= {"decode", "faces", "motion", "classify"}
     assert face.model["contract_hash"] == predictor.contract.hash and len(face.model["weights_sha256"]) == 64
     assert face.temporal_std >= 0 and 0 <= face.flip_rate <= 1 and len(face.features) == 256
+    assert face.drift is not None and face.drift >= 0  # 8 frames of one face: its motion is measured
     image = predictor.predict(inference_media / "portrait.png")
     assert image.judged and len(image.frames) == 1
+    assert image.drift is None  # a photo has no motion
     assert predictor.predict(inference_media / "tiny_face.mp4").verdict == FACE_TOO_SMALL
     assert predictor.predict(inference_media / "thumbnail.png").verdict == FACE_TOO_SMALL
     assert predictor.predict(inference_media / "room.mp4").verdict == NO_FACE

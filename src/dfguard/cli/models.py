@@ -42,10 +42,16 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from dfguard.evaluation.calibrate import run_calibrate
+    from dfguard.inference.motion import DRIFT_FLOOR
 
     cfg = config_from(args, {"calibrate.model_dir": args.model, "calibrate.out_dir": args.out}).calibrate
     result = run_calibrate(cfg, progress=not args.no_progress)
-    c = result.calibrator
+    c, m = result.calibrator, result.motion
+    if m is not None:
+        print(
+            f"motion fused: logit = {m.appearance_weight:.3f} x detector logit "
+            f"{m.drift_weight:+.3f} x log(drift + {DRIFT_FLOOR}) {m.bias:+.3f}"
+        )
     print(
         f"calibrated model: {result.model_dir}: temperature {c.temperature:.3f}, "
         f"threshold {c.threshold:.3f}, UNCERTAIN band +-{c.margin:.3f}; "

@@ -1,30 +1,37 @@
-"""`dfguard calibrate`: temperature scaling, threshold and UNCERTAIN band, fitted on the validation
-split's video-level logits, written into a complete, deployable copy of the model folder."""
+"""`dfguard calibrate`: the motion fusion (`inference.motion`), then temperature scaling, threshold and
+UNCERTAIN band, fitted on the validation split's video-level logits, written into a complete,
+deployable copy of the model folder."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from scipy.special import expit
 
 from dfguard.calibration import Calibrator, fit_calibrator
 from dfguard.config import CalibrateConfig, save_resolved
 from dfguard.evaluation.plots import plot_reliability
 from dfguard.evaluation.run import score_split
+from dfguard.inference.motion import MotionFusion, fit_motion_fusion
 from dfguard.inference.predictor import Predictor
 from dfguard.models.io import CONFIG_NAME
 
 METRICS_NAME = "metrics.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CalibrateResult:
     model_dir: Path
     calibrator: Calibrator
+    motion: MotionFusion | None
 
 
 def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResult:
@@ -33,11 +40,18 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     if source.resolve() == out.resolve():
         raise ValueError("calibrate writes a new model folder: out_dir must differ from model_dir")
     predictor = Predictor(source)
-    predictor.calibrator = None  # fit on the raw logits, even when re-calibrating a calibrated model
+    # Fit on the detector's raw logits, even when re-calibrating a calibrated model.
+    predictor.calibrator, predictor.motion = None, None
     _, videos = score_split(predictor, cfg.faces_dir, "val", progress)
+    if cfg.fit_methods:
+        videos = videos[(videos["target"] == 0) | videos["method"].isin(cfg.fit_methods)]
     labels, logits = videos["target"].to_numpy(), videos["logit"].to_numpy()
     if labels.min() == labels.max():
-        raise ValueError("the validation split needs real and fake videos to calibrate on")
+        kept = f" (fakes of {', '.join(cfg.fit_methods)} only)" if cfg.fit_methods else ""
+        raise ValueError(f"the validation split needs real and fake videos to calibrate on{kept}")
+    motion = _motion_fusion(cfg, logits, videos["drift"].to_numpy(), labels)
+    if motion is not None:
+        logits = motion.fuse(logits, videos["drift"].to_numpy())
     calibrator = fit_calibrator(logits, labels, cfg.target_accuracy, cfg.max_uncertain_fraction)
 
     # Written beside the destination, then swapped in: a half-written model folder is never served.
@@ -46,17 +60,40 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     shutil.copytree(source, partial)
     config = json.loads((partial / CONFIG_NAME).read_text())
     config["calibration"] = dataclasses.asdict(calibrator)
+    config.pop("motion", None)  # a re-calibrated model keeps no fusion fitted before
+    if motion is not None:
+        config["motion"] = dataclasses.asdict(motion)
     (partial / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
 
     report = Path(cfg.report_dir)
     report.mkdir(parents=True, exist_ok=True)
-    (report / METRICS_NAME).write_text(calibrator.to_json())
+    report_metrics = {**dataclasses.asdict(calibrator), "motion": config.get("motion")}
+    (report / METRICS_NAME).write_text(json.dumps(report_metrics, indent=2, sort_keys=True) + "\n")
     plot_reliability(
         {"before": (labels, expit(logits)), "after": (labels, calibrator.apply(logits))},
         report / "reliability_validation.png",
         title="Validation videos: before and after temperature scaling",
     )
     save_resolved(cfg, report)
-    return CalibrateResult(out, calibrator)
+    return CalibrateResult(out, calibrator, motion)
+
+
+def _motion_fusion(
+    cfg: CalibrateConfig, logits: np.ndarray, drift: np.ndarray, labels: np.ndarray
+) -> MotionFusion | None:
+    """The motion fusion fitted on the validation videos whose motion could be measured; None when
+    `cfg.motion` is off or those videos are not of both classes (photos, tracks of one face)."""
+    if not cfg.motion:
+        return None
+    measured = ~np.isnan(drift)
+    if not measured.any() or labels[measured].min() == labels[measured].max():
+        log.warning(
+            "%d of %d validation videos have a measurable motion, not of both classes: calibrated "
+            "without motion evidence",
+            int(measured.sum()),
+            len(drift),
+        )
+        return None
+    return fit_motion_fusion(logits, drift, labels)

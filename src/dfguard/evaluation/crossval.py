@@ -38,7 +38,7 @@ from dfguard.config import Config
 from dfguard.evaluation.calibrate import run_calibrate
 from dfguard.evaluation.metrics import summary_metrics, threshold_metrics
 from dfguard.evaluation.plots import plot_roc, plot_scores_by_group
-from dfguard.evaluation.run import VIDEOS_NAME, breakdowns, clean_floats, run_evaluate
+from dfguard.evaluation.run import VIDEOS_NAME, breakdowns, clean_floats, evidence_aucs, run_evaluate
 from dfguard.ingest.splits import identity_components
 from dfguard.training.data import CONTRACT_NAME, FACES_NAME
 from dfguard.training.run import train_detector
@@ -193,6 +193,8 @@ def run_crossval(
             "threshold": threshold,
             "test_video_auc": evaluated.metrics["video"]["auc"],
             "test_video_ece": evaluated.metrics["video"]["ece"],
+            "test_appearance_video_auc": evaluated.metrics["appearance_video_auc"],
+            "test_motion_video_auc": evaluated.metrics["motion_video_auc"],
             "train_seconds": round(trained.seconds, 1),
         }
         per_fold.append(summary)
@@ -257,6 +259,7 @@ def _pooled_metrics(
         if decided.any()
         else None,
         **breakdowns(pooled, 0.5),
+        **evidence_aucs(pooled),  # raw logits and drifts pooled as they are, uncalibrated
         "fold_auc_mean": round(float(np.nanmean(aucs)), 6),
         "fold_auc_std": round(float(np.nanstd(aucs)), 6),
         "per_fold": per_fold,

@@ -65,7 +65,7 @@ def score_split(
     predictor: Predictor, faces_dir: str | Path, split: str, progress: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every face of a split of the face dataset with its logit (columns of faces.parquet + `logit`,
-    `target`), and one row per video (target, method, the aggregated logit)."""
+    `target`), and one row per video (target, method, drift, the aggregated logit)."""
     folder = Path(faces_dir)
     table = folder / FACES_NAME
     if not table.is_file():
@@ -79,7 +79,10 @@ def score_split(
     scores = predictor.score_crop_files(paths, progress=f"score {split}" if progress else "")
     faces["logit"] = scores.logits
     faces["target"] = (faces["label"] == "fake").astype(np.int64)
-    videos = predictor.video_logits(faces, carry=("target", "method"), embeddings=scores.embeddings)
+    drift = predictor.drift_of(faces, folder=folder, progress=f"motion {split}" if progress else "")
+    videos = predictor.video_logits(
+        faces, carry=("target", "method"), embeddings=scores.embeddings, drift=drift
+    )
     return faces, videos.reset_index()
 
 
@@ -100,7 +103,11 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     frames = faces.groupby(["video_id", "frame"], sort=False).agg(
         logit=("logit", "max"), target=("target", "first")
     )
-    frames["probability"] = predictor.calibrated(frames["logit"].to_numpy())
+    # A frame's score: its own appearance with its video's motion evidence, as `detect` reports it.
+    frame_drift = frames.index.get_level_values("video_id").map(videos.set_index("video_id")["drift"])
+    frames["probability"] = predictor.calibrated(
+        predictor.with_motion(frames["logit"].to_numpy(), frame_drift.to_numpy(np.float64))
+    )
     threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
 
     out = Path(cfg.out_dir)
@@ -120,12 +127,30 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         if decided.any()
         else None,
         **breakdowns(videos, threshold),
+        **evidence_aucs(videos),
     }
     (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     videos.to_parquet(out / VIDEOS_NAME, index=False)
     _plots(out, y, p, videos, threshold)
     save_resolved(cfg, out)
     return EvaluateResult(out, metrics)
+
+
+def evidence_aucs(videos: pd.DataFrame) -> dict[str, float | None]:
+    """The video AUC of each kind of evidence alone: the detector's appearance logit, and the faces'
+    drift against the head around them (`inference.motion`; videos without a track of two faces are
+    left out of it)."""
+    y = videos["target"].to_numpy()
+    appearance = videos.get("appearance_logit", videos["logit"]).to_numpy()
+    measured = videos["drift"].notna().to_numpy()
+    defined = y.min() != y.max()
+    motion_defined = measured.any() and y[measured].min() != y[measured].max()
+    return {
+        "appearance_video_auc": round(roc_auc(y, appearance), 6) if defined else None,
+        "motion_video_auc": round(roc_auc(y[measured], videos["drift"].to_numpy()[measured]), 6)
+        if motion_defined
+        else None,
+    }
 
 
 def breakdowns(videos: pd.DataFrame, threshold: float) -> dict[str, Any]:

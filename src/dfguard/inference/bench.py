@@ -134,7 +134,7 @@ def run_bench_detect(
         gif_runs = _timed_runs(predictor, make_gif(clip, Path(scratch) / "clip10s.gif"), frames)
         photo = large_photo_seconds(model_dir, make_photo(clip_source, Path(scratch) / "photo.jpg"))
     wall, gif_wall = _median_seconds(runs), _median_seconds(gif_runs)
-    split = {stage: _median_seconds(runs, stage) for stage in ("decode", "faces", "classify")}
+    split = {stage: _median_seconds(runs, stage) for stage in ("decode", "faces", "motion", "classify")}
     gif_decode = _median_seconds(gif_runs, "decode")
     crops = [read_crop(str(p)) for p in sorted(faces_dir.glob("crops/*/*.png"))[:128]]
     figures: dict[str, Any] = {
@@ -209,7 +209,8 @@ def format_figures(figures: dict[str, Any]) -> str:
         f"dfguard detect, {figures['clip']}, model warm, {figures['torch_threads']} torch threads:",
         f"  wall {figures['detect_seconds_median']:.2f} s median "
         f"(max {figures['detect_seconds_max']:.2f} s): "
-        f"decode {split['decode']:.2f} s, faces {split['faces']:.2f} s, classify {split['classify']:.2f} s",
+        f"decode {split['decode']:.2f} s, faces {split['faces']:.2f} s, motion {split['motion']:.2f} s, "
+        f"classify {split['classify']:.2f} s",
         f"  {figures['faces_classified']} faces classified; "
         f"classifier alone: {figures['classifier_faces_per_s']:.0f} faces/s",
         f"  the clip as an animated GIF: {gif['seconds_median']:.2f} s ({gif['over_mp4']:.1f}x the MP4's), "

@@ -4,7 +4,8 @@ service and the dashboard alike.
 It applies the model's own recorded preprocessing contract (frames per video, face detector and its
 thresholds, alignment, margin, crop size) and aggregation rule, so a model is always fed the way it was
 trained and evaluated. A video's score: faces -> the most suspicious face per frame (max) -> frames
-aggregated by the model's rule (mean, max or confident frames) -> a logit -> temperature-scaled
+aggregated by the model's rule (mean, max or confident frames) -> a logit -> (when calibration fitted
+one) fused with the motion evidence of the video's face tracks (`motion.py`) -> temperature-scaled
 probability -> FAKE / REAL / UNCERTAIN. A clip model (`temporal`) reads each face track as one clip
 instead, and the video takes its most suspicious track. When it cannot judge, the verdict is a status
 instead.
@@ -27,10 +28,18 @@ from scipy.special import expit, logit
 from dfguard.calibration import UNCERTAIN, Calibrator
 from dfguard.evaluation.metrics import aggregate_video_scores
 from dfguard.faces.contract import PreprocessingContract
+from dfguard.faces.crops import read_crop
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
-from dfguard.inference.scoring import FaceScores, score_crop_files, score_crops, track_clip_logits
+from dfguard.inference.motion import MotionFusion, video_drift
+from dfguard.inference.scoring import (
+    FaceScores,
+    score_crop_files,
+    score_crops,
+    track_clip_logits,
+    track_keys,
+)
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import WEIGHTS_NAME, load_detector
 from dfguard.runtime import torch_threads
@@ -65,14 +74,18 @@ class FrameScore:
 class Prediction:
     verdict: str  # FAKE, REAL, UNCERTAIN, or a status (NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT)
     probability: float | None  # calibrated fake probability of the item; None when not judged
-    logit: float | None  # the aggregated, uncalibrated logit
+    logit: float | None  # the aggregated, uncalibrated logit (with the motion evidence, when fused)
     reason: str = ""  # why a status was given
     frames: list[FrameScore] = field(default_factory=list)
     faces: list[FaceScore] = field(default_factory=list)
     temporal_std: float | None = None  # spread of frame probabilities: low means a consistent verdict
     flip_rate: float | None = None  # share of consecutive scored frames whose verdict side differs
+    # How far the inner face moves against the head around it (crop pixels; the most of its tracks);
+    # None for a photo or a track of one face. Reals stay near 0.1, pasted faces drift (motion.py).
+    drift: float | None = None
+    appearance_logit: float | None = None  # the detector's own logit, before the motion evidence
     features: list[float] | None = None  # mean face embedding, for drift monitoring
-    seconds: dict[str, float] = field(default_factory=dict)  # decode, faces, classify
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, faces, motion, classify
     model: dict[str, Any] = field(default_factory=dict)
     crops: list[np.ndarray] = field(default_factory=list, repr=False)  # per face, for Grad-CAM; not saved
 
@@ -118,6 +131,7 @@ class Predictor:
         self.contract = PreprocessingContract.from_json(json.dumps(config["contract"]))
         self.aggregation: dict[str, Any] = config.get("aggregation", {"frames": "mean"})
         self.calibrator = Calibrator(**config["calibration"]) if config.get("calibration") else None
+        self.motion = MotionFusion(**config["motion"]) if config.get("motion") else None
         # Names the exact weights behind a prediction, registered or not (feedback, drift, audits).
         with (self.model_dir / WEIGHTS_NAME).open("rb") as weights:
             self.weights_sha256 = hashlib.file_digest(weights, "sha256").hexdigest()
@@ -131,6 +145,7 @@ class Predictor:
             "input_size": self.model.preset.input_size,
             "contract_hash": self.contract.hash,
             "calibrated": self.calibrator is not None,
+            "motion": self.motion is not None,
             "aggregation": self.aggregation,
         }
 
@@ -145,13 +160,19 @@ class Predictor:
         return score_crop_files(self.model, paths, device=self.device, progress=progress)
 
     def video_logits(
-        self, faces: pd.DataFrame, carry: tuple[str, ...] = (), embeddings: np.ndarray | None = None
+        self,
+        faces: pd.DataFrame,
+        carry: tuple[str, ...] = (),
+        embeddings: np.ndarray | None = None,
+        drift: pd.Series | None = None,
     ) -> pd.DataFrame:
         """Per-video logits from a table of face logits (columns video_id, frame, logit).
 
         A frame model: the most suspicious face per frame, then the frames by the model's aggregation
         rule. A clip model judges each face track as one clip instead (`track_clip_logits`: the table
-        also needs track_id, and `embeddings` the faces' embeddings from `score_crops`, row for row)."""
+        also needs track_id, and `embeddings` the faces' embeddings from `score_crops`, row for row).
+        `drift` (per video_id, from `drift_of`) becomes column `drift`; a model with motion fusion needs
+        it, and its `logit` is then the fused one (`appearance_logit`: the detector's own)."""
         table = faces.assign(probability=expit(faces["logit"].to_numpy(np.float64)))
         rule = "mean" if self.model.clip_model else self.aggregation.get("frames", "mean")
         videos = aggregate_video_scores(table, rule, carry=carry)
@@ -160,7 +181,40 @@ class Predictor:
             videos["logit"] = videos["video_id"].map(clips)
         else:
             videos["logit"] = logit(np.clip(videos["probability"].to_numpy(np.float64), 1e-7, 1 - 1e-7))
+        if drift is not None:
+            videos["drift"] = videos["video_id"].map(drift).astype(np.float64)
+        if self.motion is not None:
+            if drift is None:
+                raise ValueError(f"{self.model_dir} fuses motion evidence: the videos' drift is needed")
+            videos["appearance_logit"] = videos["logit"]
+            videos["logit"] = self.motion.fuse(videos["logit"].to_numpy(), videos["drift"].to_numpy())
         return videos.drop(columns="probability")
+
+    def drift_of(
+        self,
+        faces: pd.DataFrame,
+        crops: list[np.ndarray] | None = None,
+        folder: Path | None = None,
+        progress: str = "",
+    ) -> pd.Series:
+        """Per video_id, the drift of its face tracks (`motion.video_drift`); crops come from `crops`
+        (row for row) or from the files of column `crop` under `folder`."""
+        if crops is not None:
+            return video_drift(faces, lambda row: crops[row], track_keys(faces), progress)
+        if folder is None:
+            raise ValueError("drift_of needs the crops or the face dataset folder they are stored in")
+        paths = faces["crop"].to_numpy()
+        return video_drift(
+            faces, lambda row: read_crop(str(folder / paths[row])), track_keys(faces), progress
+        )
+
+    def with_motion(self, logits: np.ndarray, drift: float | np.ndarray) -> np.ndarray:
+        """Appearance logits with the motion evidence `drift` (one per logit, or one for all) fused in,
+        as the calibration expects them; unchanged for a model without motion fusion."""
+        logits = np.asarray(logits, np.float64)
+        if self.motion is None:
+            return logits
+        return self.motion.fuse(logits, np.broadcast_to(np.asarray(drift, np.float64), logits.shape))
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits, np.float64)
@@ -240,7 +294,6 @@ class Predictor:
         with timed(seconds, "classify"), torch_threads(self.threads):
             scores = self.score_crops([face.crop for face in media.faces])
         logits = scores.logits
-        face_probs = self.calibrated(logits)
         table = pd.DataFrame(
             {
                 "video_id": 0,
@@ -249,14 +302,19 @@ class Predictor:
                 "logit": logits,
             }
         )
+        with timed(seconds, "motion"):
+            drift = self.drift_of(table, [face.crop for face in media.faces])
         with timed(seconds, "classify"), torch_threads(self.threads):
-            videos = self.video_logits(table, embeddings=scores.embeddings)
+            videos = self.video_logits(table, embeddings=scores.embeddings, drift=drift)
         video_logit = float(videos["logit"].iloc[0])
+        video_drift_px = float(videos["drift"].iloc[0])
+        # A face's and a frame's scores: their own appearance with the video's motion evidence.
+        face_probs = self.calibrated(self.with_motion(logits, video_drift_px))
         probability = float(self.calibrated(np.array([video_logit]))[0])
         # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
         frame_logits = table.groupby("frame", sort=True)["logit"].max()
-        by_frame = dict(zip(frame_logits.index, self.calibrated(frame_logits.to_numpy()), strict=True))
-        frame_probs = np.array(list(by_frame.values()))
+        frame_probs = self.calibrated(self.with_motion(frame_logits.to_numpy(), video_drift_px))
+        by_frame = dict(zip(frame_logits.index, frame_probs, strict=True))
         threshold = self.calibrator.threshold if self.calibrator else 0.5
         sides = frame_probs >= threshold
         return Prediction(
@@ -284,6 +342,8 @@ class Predictor:
             ],
             temporal_std=round(float(frame_probs.std()), 6),
             flip_rate=round(float(np.mean(sides[1:] != sides[:-1])), 6) if len(sides) > 1 else 0.0,
+            drift=None if np.isnan(video_drift_px) else round(video_drift_px, 4),
+            appearance_logit=round(float(videos["appearance_logit"].iloc[0]), 6) if self.motion else None,
             features=[round(float(v), 5) for v in scores.features.mean(axis=0)],
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,

@@ -1,0 +1,226 @@
+"""Motion evidence: the drift of a face against the head around it, and its fusion with a detector's logit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfguard.config import CalibrateConfig, EvaluateConfig
+from dfguard.evaluation.calibrate import run_calibrate
+from dfguard.evaluation.metrics import roc_auc
+from dfguard.evaluation.run import run_evaluate
+from dfguard.inference.motion import MAX_PAIRS, face_drift, fit_motion_fusion, spread, video_drift
+from dfguard.inference.predictor import Predictor
+
+SIZE = 224
+
+
+def _scene(seed: int) -> np.ndarray:
+    """A textured 'photo' larger than a crop: smoothed noise, like skin, hair and background."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(128, 60, size=(SIZE + 80, SIZE + 80, 3)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 2.5) * 3 - 256, 20, 235).astype(np.uint8)
+
+
+def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    matrix = np.array([[1, 0, dx - 40], [0, 1, dy - 40]], np.float32)
+    return cv2.warpAffine(image, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+
+
+def _track(seed: int, face_drift_px: float, frames: int = 9) -> list[np.ndarray]:
+    """Crops of one face over a clip: the camera moves the whole scene; a pasted face (the inner
+    half of the crop, feathered) also drifts by up to `face_drift_px` on its own."""
+    scene = _scene(seed)
+    pasted = _scene(seed + 100)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    inside = ((xx - SIZE / 2) ** 2 / 60**2 + (yy - SIZE / 2) ** 2 / 75**2) < 1
+    alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 4)[..., None]
+    rng = np.random.default_rng(seed)
+    crops = []
+    for k in range(frames):
+        camera = rng.uniform(-6, 6, size=2)
+        own = camera + face_drift_px * np.array([np.cos(k), np.sin(k)]) * (k > 0)
+        background = _shifted(scene, *camera).astype(np.float32)
+        face = _shifted(pasted if face_drift_px else scene, *own).astype(np.float32)
+        crops.append((background * (1 - alpha) + face * alpha).astype(np.uint8))
+    return crops
+
+
+def test_a_face_moving_with_its_head_does_not_drift() -> None:
+    assert face_drift(_track(1, 0.0)) < 0.15
+
+
+@pytest.mark.parametrize("pixels", [1.0, 2.5])
+def test_a_pasted_face_that_drifts_is_measured_to_the_pixel(pixels: float) -> None:
+    assert face_drift(_track(2, pixels)) == pytest.approx(pixels, abs=0.3)
+
+
+def test_no_drift_without_two_crops_inside_the_frame() -> None:
+    crops = _track(3, 2.0, frames=3)
+    assert face_drift(crops[:1]) is None
+    assert face_drift([np.zeros_like(c) for c in crops]) is None  # outside the frame: black
+
+
+def test_a_face_cut_by_the_frames_edge_is_not_measured() -> None:
+    still = _track(4, 0.0)
+    # The crop reaches 10 px past the frame's top: black there, but the ring and the face are whole.
+    for band, measured in ((10, True), (40, False)):  # 40 px: the frame's edge cuts the ring
+        bordered = [c.copy() for c in still]
+        for crop in bordered:
+            crop[:band] = 0
+        drift = face_drift(bordered)
+        assert (drift is not None and drift < 0.15) if measured else drift is None
+
+
+def test_spread_reads_the_first_face_and_at_most_max_pairs_later_ones() -> None:
+    assert spread(4).tolist() == [0, 1, 2, 3]
+    picked = spread(32)
+    assert picked[0] == 0 and picked[-1] == 31 and len(picked) == MAX_PAIRS + 1
+
+
+def test_video_drift_takes_the_most_drifting_track_and_nan_without_motion() -> None:
+    still, drifting = _track(5, 0.0, frames=4), _track(6, 2.0, frames=4)
+    crops = still + drifting + [still[0]]
+    faces = pd.DataFrame(
+        {
+            "video_id": ["crowd"] * 8 + ["photo"],
+            "track_id": [0] * 4 + [1] * 4 + [0],
+            "frame": [0, 1, 2, 3] * 2 + [0],
+        }
+    )
+    drift = video_drift(
+        faces.sample(frac=1, random_state=0), lambda row: crops[row], ["video_id", "track_id"]
+    )
+    assert drift["crowd"] == pytest.approx(2.0, abs=0.3)
+    assert np.isnan(drift["photo"])
+
+
+def test_fusion_weights_the_evidence_that_separates_and_stays_finite() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    logits = rng.normal(0, 1, 60) + 0.3 * labels  # a weak detector
+    drift = np.where(labels == 1, rng.uniform(1, 3, 60), rng.uniform(0.05, 0.3, 60))  # separates fully
+    fusion = fit_motion_fusion(logits, drift, labels)
+    assert (
+        fusion.drift_weight > 0
+        and np.isfinite([fusion.appearance_weight, fusion.drift_weight, fusion.bias]).all()
+    )
+    fused = fusion.fuse(logits, drift)
+    assert roc_auc(labels, fused) > roc_auc(labels, logits)
+    # An item without motion (a photo) gets the validation videos' mean log drift.
+    assert fusion.fuse(np.array([0.5]), np.array([np.nan]))[0] == pytest.approx(
+        fusion.appearance_weight * 0.5 + fusion.drift_weight * fusion.missing_log_drift + fusion.bias
+    )
+
+
+def test_fusion_needs_a_measured_motion() -> None:
+    with pytest.raises(ValueError, match="measurable motion"):
+        fit_motion_fusion(np.zeros(4), np.full(4, np.nan), np.array([0, 1, 0, 1]))
+
+
+def _moving_face_dataset(root: Path, source: Path) -> Path:
+    """Val and test videos (3 reals; fakes: 1 FaceSwap, 2 SelfBlend) whose fakes' faces drift against
+    their heads (2 px) and whose reals' do not, laid out as `dfguard extract` does, with the contract of
+    the face dataset at `source`."""
+    rows = []
+    for split in ("val", "test"):
+        for v in range(6):
+            fake = v % 2 == 1
+            video_id = f"{split}{v}"
+            (root / "crops" / video_id).mkdir(parents=True)
+            for frame, crop in enumerate(_track(10 * v + len(split), 2.0 if fake else 0.0, frames=4)):
+                name = f"crops/{video_id}/{frame:05d}_t0.png"
+                cv2.imwrite(str(root / name), crop)
+                rows.append(
+                    {
+                        "video_id": video_id,
+                        "label": "fake" if fake else "real",
+                        "method": ("FaceSwap" if v == 1 else "SelfBlend") if fake else "original",
+                        "split": split,
+                        "frame": frame,
+                        "track_id": 0,
+                        "crop": name,
+                        "subject": True,
+                    }
+                )
+    pd.DataFrame(rows).to_parquet(root / "faces.parquet", index=False)
+    shutil.copy(source / "contract.json", root / "contract.json")
+    return root
+
+
+def test_calibration_fuses_the_motion_and_evaluation_reports_each_evidence(
+    trained_detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    source_faces, model_dir = trained_detector
+    faces = _moving_face_dataset(tmp_path / "faces", source_faces)
+    calibrated = run_calibrate(
+        CalibrateConfig(
+            model_dir=str(model_dir),
+            faces_dir=str(faces),
+            out_dir=str(tmp_path / "calibrated"),
+            report_dir=str(tmp_path / "report"),
+        ),
+        progress=False,
+    )
+    assert calibrated.motion is not None and calibrated.motion.drift_weight > 0
+    assert json.loads((calibrated.model_dir / "config.json").read_text())["motion"]["drift_weight"] > 0
+    assert Predictor(calibrated.model_dir).motion == calibrated.motion
+
+    evaluated = run_evaluate(
+        EvaluateConfig(
+            model_dir=str(calibrated.model_dir),
+            faces_dir=str(faces),
+            manifest_path=str(tmp_path / "no-manifest.parquet"),
+            out_dir=str(tmp_path / "evaluation"),
+        ),
+        progress=False,
+    )
+    videos = pd.read_parquet(evaluated.out_dir / "videos.parquet")
+    assert (videos.loc[videos["target"] == 1, "drift"] > 1.5).all()
+    assert (videos.loc[videos["target"] == 0, "drift"] < 0.3).all()
+    assert evaluated.metrics["motion_video_auc"] == 1.0
+    assert evaluated.metrics["appearance_video_auc"] == pytest.approx(
+        roc_auc(videos["target"].to_numpy(), videos["appearance_logit"].to_numpy())
+    )
+    assert evaluated.metrics["video"]["auc"] == 1.0
+
+    # Calibrated again without the motion: the fusion fitted before does not survive.
+    again = run_calibrate(
+        CalibrateConfig(
+            model_dir=str(calibrated.model_dir),
+            faces_dir=str(faces),
+            out_dir=str(tmp_path / "without-motion"),
+            report_dir=str(tmp_path / "report-2"),
+            motion=False,
+        ),
+        progress=False,
+    )
+    assert again.motion is None and "motion" not in json.loads((again.model_dir / "config.json").read_text())
+
+
+def test_calibration_fits_on_the_methods_it_is_told(
+    trained_detector: tuple[Path, Path], tmp_path: Path
+) -> None:
+    source_faces, model_dir = trained_detector
+    faces = _moving_face_dataset(tmp_path / "faces", source_faces)
+
+    def calibrate(methods: tuple[str, ...]):
+        cfg = CalibrateConfig(
+            model_dir=str(model_dir),
+            faces_dir=str(faces),
+            out_dir=str(tmp_path / "calibrated"),
+            report_dir=str(tmp_path / "report"),
+            fit_methods=methods,
+        )
+        return run_calibrate(cfg, progress=False)
+
+    assert calibrate(()).calibrator.n_validation == 6
+    assert calibrate(("SelfBlend",)).calibrator.n_validation == 5  # the FaceSwap left out
+    with pytest.raises(ValueError, match="fakes of NeuralTextures only"):
+        calibrate(("NeuralTextures",))
