@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dfguard.config import CalibrateConfig, EvaluateConfig
-from dfguard.evaluation.calibrate import run_calibrate
+from dfguard.evaluation.calibrate import CalibrateResult, run_calibrate
 from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.run import run_evaluate
 from dfguard.inference.motion import MAX_PAIRS, face_drift, fit_motion_fusion, spread, video_drift
@@ -154,20 +155,23 @@ def _moving_face_dataset(root: Path, source: Path) -> Path:
     return root
 
 
+def _calibrate(model_dir: Path, faces: Path, out: Path, **settings: Any) -> CalibrateResult:
+    cfg = CalibrateConfig(
+        model_dir=str(model_dir),
+        faces_dir=str(faces),
+        out_dir=str(out / "calibrated"),
+        report_dir=str(out / "report"),
+        **settings,
+    )
+    return run_calibrate(cfg, progress=False)
+
+
 def test_calibration_fuses_the_motion_and_evaluation_reports_each_evidence(
     trained_detector: tuple[Path, Path], tmp_path: Path
 ) -> None:
     source_faces, model_dir = trained_detector
     faces = _moving_face_dataset(tmp_path / "faces", source_faces)
-    calibrated = run_calibrate(
-        CalibrateConfig(
-            model_dir=str(model_dir),
-            faces_dir=str(faces),
-            out_dir=str(tmp_path / "calibrated"),
-            report_dir=str(tmp_path / "report"),
-        ),
-        progress=False,
-    )
+    calibrated = _calibrate(model_dir, faces, tmp_path / "with-motion")
     assert calibrated.motion is not None and calibrated.motion.drift_weight > 0
     assert json.loads((calibrated.model_dir / "config.json").read_text())["motion"]["drift_weight"] > 0
     assert Predictor(calibrated.model_dir).motion == calibrated.motion
@@ -191,16 +195,7 @@ def test_calibration_fuses_the_motion_and_evaluation_reports_each_evidence(
     assert evaluated.metrics["video"]["auc"] == 1.0
 
     # Calibrated again without the motion: the fusion fitted before does not survive.
-    again = run_calibrate(
-        CalibrateConfig(
-            model_dir=str(calibrated.model_dir),
-            faces_dir=str(faces),
-            out_dir=str(tmp_path / "without-motion"),
-            report_dir=str(tmp_path / "report-2"),
-            motion=False,
-        ),
-        progress=False,
-    )
+    again = _calibrate(calibrated.model_dir, faces, tmp_path / "without-motion", motion=False)
     assert again.motion is None and "motion" not in json.loads((again.model_dir / "config.json").read_text())
 
 
@@ -209,18 +204,10 @@ def test_calibration_fits_on_the_methods_it_is_told(
 ) -> None:
     source_faces, model_dir = trained_detector
     faces = _moving_face_dataset(tmp_path / "faces", source_faces)
-
-    def calibrate(methods: tuple[str, ...]):
-        cfg = CalibrateConfig(
-            model_dir=str(model_dir),
-            faces_dir=str(faces),
-            out_dir=str(tmp_path / "calibrated"),
-            report_dir=str(tmp_path / "report"),
-            fit_methods=methods,
-        )
-        return run_calibrate(cfg, progress=False)
-
-    assert calibrate(()).calibrator.n_validation == 6
-    assert calibrate(("SelfBlend",)).calibrator.n_validation == 5  # the FaceSwap left out
+    assert _calibrate(model_dir, faces, tmp_path / "a").calibrator.n_validation == 6
+    # The FaceSwap video is left out.
+    assert (
+        _calibrate(model_dir, faces, tmp_path / "b", fit_methods=("SelfBlend",)).calibrator.n_validation == 5
+    )
     with pytest.raises(ValueError, match="fakes of NeuralTextures only"):
-        calibrate(("NeuralTextures",))
+        _calibrate(model_dir, faces, tmp_path / "c", fit_methods=("NeuralTextures",))
