@@ -4,6 +4,7 @@ folder whatever the input names, and Grad-CAM on every registered frame backbone
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -28,7 +29,13 @@ def test_detect_prints_a_verdict_per_file_and_writes_reports_inside_the_report_f
         == 0
     )
     captured = capsys.readouterr()
-    # Each line: VERDICT  p(fake)=...  PATH  [reason]
+    # Each line: VERDICT  p(fake)=...  PATH  [drift N px]  [reason]
+    lines = {
+        Path(next(t for t in line.split() if t.startswith(str(inference_media)))).name: line
+        for line in captured.out.splitlines()
+    }
+    assert re.search(r"  drift \d+\.\d\d px", lines["face.mp4"])  # a video's face track moves
+    assert "drift" not in lines["portrait.png"]  # a photo does not
     verdicts = {
         Path(next(t for t in line.split() if t.startswith(str(inference_media)))).name: line.split()[0]
         for line in captured.out.splitlines()

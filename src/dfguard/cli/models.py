@@ -123,7 +123,8 @@ def _detect(args: argparse.Namespace) -> int:
             write_report(prediction, predictor, path, Path(args.report))
         if not args.json:
             shown = f"{prediction.probability:.3f}" if prediction.probability is not None else "  -  "
-            print(f"{prediction.verdict:<15} p(fake)={shown}  {path}  {prediction.reason}".rstrip())
+            moved = f"drift {prediction.drift:.2f} px" if prediction.drift is not None else ""
+            print(f"{prediction.verdict:<15} p(fake)={shown}  {path}  {moved}  {prediction.reason}".rstrip())
     if args.json:
         print(json.dumps(results if target.is_dir() else results[0], indent=2))
     if target.is_dir():
