@@ -28,12 +28,12 @@ from tqdm import tqdm
 # Regions as fractions of the aligned crop's side (margin 1.3: the face square spans 0.115-0.885).
 # Chosen on the training split among the crop's outer rim, this ring, and consecutive frames as
 # references: the ring is the head just around the face, which moves with the face in a real clip.
+INNER = (0.30, 0.70)
+RING = (0.12, 0.25)
 # A pair is measured only when this share of both regions lies inside the frame in both crops: where the
 # frame's edge cuts the ring, it moves with the camera and ECC follows it (on the training split, faces
 # cut by the edge were all of the real tracks that drifted more than 0.45 px; at 0.95 none drifts more).
 MIN_INSIDE = 0.95
-INNER = (0.30, 0.70)
-RING = (0.12, 0.25)
 # Later crops registered per track: evenly spread, so drift over the whole clip is seen.
 MAX_PAIRS = 8
 # Added to the drift (crop pixels) before its log: below this the two fits agree to within ECC's noise.
@@ -70,7 +70,7 @@ def _grey(crop: np.ndarray) -> np.ndarray:
 def face_drift(crops: Sequence[np.ndarray]) -> float | None:
     """Mean drift, in crop pixels, of the inner face against the ring around it, over up to `MAX_PAIRS`
     later crops of one track (square aligned crops in frame order); None with fewer than two crops
-    or when no pair could be registered (a blank or uniform crop, a face mostly outside the frame)."""
+    or when no pair could be registered (a blank or uniform crop, a face the frame's edge cuts into)."""
     if len(crops) < 2:
         return None
     size = crops[0].shape[0]
