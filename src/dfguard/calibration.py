@@ -30,7 +30,7 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 log = logging.getLogger(__name__)
 
 
-def _binary_nll(logits: np.ndarray, labels: np.ndarray) -> float:
+def binary_nll(logits: np.ndarray, labels: np.ndarray) -> float:
     # log(1 + e^z) - y z, stable for large |z| (logits of an over-confident model reach +-50).
     return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
 
@@ -42,7 +42,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     y = np.asarray(labels, np.float64).ravel()
     low, high = np.log(TEMPERATURE_BOUNDS)
     result = minimize_scalar(
-        lambda log_t: _binary_nll(z / np.exp(log_t), y),
+        lambda log_t: binary_nll(z / np.exp(log_t), y),
         bounds=(low, high),
         method="bounded",
         options={"xatol": 1e-5},
@@ -155,8 +155,8 @@ def fit_calibrator(
         n_validation=int(y.size),
         ece_before=expected_calibration_error(y, before),
         ece_after=expected_calibration_error(y, after),
-        nll_before=_binary_nll(z, y),
-        nll_after=_binary_nll(z / temperature, y),
+        nll_before=binary_nll(z, y),
+        nll_after=binary_nll(z / temperature, y),
         uncertain_fraction=float(1.0 - decided.mean()),
         decided_accuracy=float(correct[decided].mean()) if decided.any() else float("nan"),
     )

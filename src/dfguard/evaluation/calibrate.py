@@ -49,9 +49,10 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     if labels.min() == labels.max():
         kept = f" (fakes of {', '.join(cfg.fit_methods)} only)" if cfg.fit_methods else ""
         raise ValueError(f"the validation split needs real and fake videos to calibrate on{kept}")
-    motion = _motion_fusion(cfg, logits, videos["drift"].to_numpy(), labels)
+    drift = videos["drift"].to_numpy()
+    motion = _motion_fusion(cfg, logits, drift, labels)
     if motion is not None:
-        logits = motion.fuse(logits, videos["drift"].to_numpy())
+        logits = motion.fuse(logits, drift)
     calibrator = fit_calibrator(logits, labels, cfg.target_accuracy, cfg.max_uncertain_fraction)
 
     # Written beside the destination, then swapped in: a half-written model folder is never served.

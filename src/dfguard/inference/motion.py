@@ -25,6 +25,9 @@ import pandas as pd
 from scipy.optimize import minimize
 from tqdm import tqdm
 
+from dfguard.calibration import binary_nll
+from dfguard.inference.scoring import ordered_tracks
+
 # Regions as fractions of the aligned crop's side (margin 1.3: the face square spans 0.115-0.885).
 # Chosen on the training split among the crop's outer rim, this ring, and consecutive frames as
 # references: the ring is the head just around the face, which moves with the face in a real clip.
@@ -107,18 +110,14 @@ def face_drift(crops: Sequence[np.ndarray]) -> float | None:
     return float(np.mean(drifts)) if drifts else None
 
 
-def video_drift(
-    faces: pd.DataFrame, read: Callable[[int], np.ndarray], keys: list[str], progress: str = ""
-) -> pd.Series:
+def video_drift(faces: pd.DataFrame, read: Callable[[int], np.ndarray], progress: str = "") -> pd.Series:
     """Per video_id, the largest drift of its face tracks (a swap in a crowd is one track). `faces`
-    has video_id, frame and the track columns `keys`; `read(i)` gives row i's crop. Videos with no
-    measurable track get NaN. `progress` labels a progress bar over the tracks (none when empty)."""
+    has the columns `ordered_tracks` reads; `read(i)` gives the crop of the row at position i. Videos
+    with no measurable track get NaN. `progress` labels a progress bar over the tracks (none when
+    empty)."""
     drift: dict[object, float] = {}
-    frames = faces["frame"].to_numpy()
-    tracks = faces.groupby(keys, sort=False).indices.items()
-    for key, rows in tqdm(tracks, desc=progress, unit="track", disable=not progress):
-        video = key[0] if isinstance(key, tuple) else key
-        ordered = rows[np.argsort(frames[rows], kind="stable")]
+    tracks = list(ordered_tracks(faces))
+    for video, ordered in tqdm(tracks, desc=progress, unit="track", disable=not progress):
         picked = ordered[spread(len(ordered))]
         value = face_drift([read(int(i)) for i in picked])
         drift.setdefault(video, np.nan)
@@ -174,8 +173,8 @@ def fit_motion_fusion(
     xs, yk = (x - mean) / std, y[known]
 
     def loss(params: np.ndarray) -> float:
-        margin = xs @ params[:2] + params[2]
-        return float(np.sum(np.logaddexp(0.0, margin) - yk * margin) + 0.5 * l2 * params[:2] @ params[:2])
+        nll = yk.size * binary_nll(xs @ params[:2] + params[2], yk)
+        return nll + 0.5 * l2 * float(params[:2] @ params[:2])
 
     params = minimize(loss, np.zeros(3), method="L-BFGS-B").x
     weights = params[:2] / std

@@ -38,7 +38,6 @@ from dfguard.inference.scoring import (
     score_crop_files,
     score_crops,
     track_clip_logits,
-    track_keys,
 )
 from dfguard.media import MediaError, media_kind
 from dfguard.models.io import WEIGHTS_NAME, load_detector
@@ -200,13 +199,11 @@ class Predictor:
         """Per video_id, the drift of its face tracks (`motion.video_drift`); crops come from `crops`
         (row for row) or from the files of column `crop` under `folder`."""
         if crops is not None:
-            return video_drift(faces, lambda row: crops[row], track_keys(faces), progress)
+            return video_drift(faces, lambda row: crops[row], progress)
         if folder is None:
             raise ValueError("drift_of needs the crops or the face dataset folder they are stored in")
         paths = faces["crop"].to_numpy()
-        return video_drift(
-            faces, lambda row: read_crop(str(folder / paths[row])), track_keys(faces), progress
-        )
+        return video_drift(faces, lambda row: read_crop(str(folder / paths[row])), progress)
 
     def with_motion(self, logits: np.ndarray, drift: float | np.ndarray) -> np.ndarray:
         """Appearance logits with the motion evidence `drift` (one per logit, or one for all) fused in,

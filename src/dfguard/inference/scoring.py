@@ -8,7 +8,7 @@ keeps a clip model's per-face embeddings, and the tracks are judged from those.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -93,6 +93,14 @@ def track_keys(faces: pd.DataFrame) -> list[str]:
     return ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
 
 
+def ordered_tracks(faces: pd.DataFrame) -> Iterator[tuple[object, np.ndarray]]:
+    """(video_id, the row positions of one face track in frame order) for each track of `faces`
+    (columns video_id and frame, and track_id unless each video is one track)."""
+    frames = faces["frame"].to_numpy()
+    for key, rows in faces.groupby(track_keys(faces), sort=False).indices.items():
+        yield (key[0] if isinstance(key, tuple) else key), rows[np.argsort(frames[rows], kind="stable")]
+
+
 def track_clip_logits(
     model: Detector, faces: pd.DataFrame, embeddings: np.ndarray | None, device: str = "cpu"
 ) -> pd.Series:
@@ -107,13 +115,10 @@ def track_clip_logits(
             f"{'none' if embeddings is None else len(embeddings)} (score the faces with `score_crops`)"
         )
     logits: dict[object, float] = {}
-    frames = faces["frame"].to_numpy()
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for key, rows in faces.groupby(track_keys(faces), sort=False).indices.items():
-            video = key[0] if isinstance(key, tuple) else key
-            ordered = rows[np.argsort(frames[rows], kind="stable")]
+        for video, ordered in ordered_tracks(faces):
             clip = torch.from_numpy(embeddings[ordered]).unsqueeze(0).to(device)
             logit = float(clip_model.judge(clip).logits.float().item())
             logits[video] = max(logits.get(video, -np.inf), logit)
