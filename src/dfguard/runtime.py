@@ -82,3 +82,12 @@ def torch_threads(n: int) -> Iterator[None]:
             _threads_users -= 1
             if _threads_users == 0:
                 torch.set_num_threads(_threads_before)
+
+
+def default_device(requested: str = "") -> str:
+    """The torch device to run on: `requested` when given, else CUDA when present, else the CPU."""
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

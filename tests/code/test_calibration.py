@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from dfguard.calibration import (
+from dfguard.calibration.temperature import (
     FAKE,
     REAL,
     UNCERTAIN,
@@ -35,11 +35,11 @@ def test_temperature_recovers_the_overconfidence_factor() -> None:
 
 def test_a_temperature_at_the_edge_of_its_range_is_reported(caplog: pytest.LogCaptureFixture) -> None:
     logits, labels = _overconfident(scale=50.0)
-    with caplog.at_level("WARNING", logger="dfguard.calibration"):
+    with caplog.at_level("WARNING", logger="dfguard.calibration.temperature"):
         assert fit_calibrator(logits, labels).temperature == pytest.approx(20.0, rel=1e-3)
     assert "far more confident" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="dfguard.calibration"):
+    with caplog.at_level("WARNING", logger="dfguard.calibration.temperature"):
         fit_calibrator(*_overconfident(scale=5.0))
     assert caplog.text == ""
 

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from dfguard.config import CorpusConfig, load_config, parse_overrides, save_resolved
+from dfguard.config import (
+    PARAMS_FILE,
+    Config,
+    ConfigError,
+    CorpusConfig,
+    load_config,
+    parse_overrides,
+    save_resolved,
+)
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / PARAMS_FILE
 
 
 def _params(tmp_path: Path, text: str) -> Path:
@@ -31,9 +41,44 @@ def test_params_override_defaults_and_cli_overrides_params(tmp_path: Path) -> No
     assert cfg.corpus.clips_per_identity == CorpusConfig().clips_per_identity
 
 
-def test_unknown_sections_of_later_stages_are_ignored(tmp_path: Path) -> None:
-    cfg = load_config(_params(tmp_path, "train:\n  epochs: 3\ncorpus:\n  seed: 2\n"))
-    assert cfg.corpus.seed == 2
+def test_the_repositorys_params_file_loads() -> None:
+    cfg = load_config(REPO_PARAMS)
+    assert cfg.train.epochs == 8
+    assert cfg.ingest.out_dir == Config().ingest.out_dir
+
+
+def test_an_unknown_section_in_params_is_an_error_naming_the_nearest(tmp_path: Path) -> None:
+    # `trian:` used to be dropped silently, leaving every train default in force.
+    with pytest.raises(ConfigError, match=r"unknown section 'trian' \(did you mean 'train'\?\)"):
+        load_config(_params(tmp_path, "trian:\n  epochs: 3\ncorpus:\n  seed: 2\n"))
+
+
+def test_an_unknown_setting_in_a_known_section_names_the_nearest(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"params\.yaml:train: unknown setting 'epoch'.*did you mean 'epochs'\?"
+    ):
+        load_config(_params(tmp_path, "train:\n  epoch: 3\n"))
+
+
+@pytest.mark.parametrize(
+    ("dotted", "message"),
+    [
+        ("trian.lr", r"override 'trian\.lr': unknown section 'trian' \(did you mean 'train'\?\)"),
+        ("train.lrr", r"override 'train\.lrr': unknown setting 'lrr' .*\(did you mean 'lr'\?\)"),
+        # No near name in the section: the section that does hold the setting is named instead.
+        ("train.min_score", r"unknown setting 'min_score' .*\(did you mean 'extract\.min_score'\?\)"),
+    ],
+)
+def test_an_unknown_override_is_an_error_naming_the_nearest(dotted: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {dotted: "1"})
+
+
+def test_without_a_near_name_the_error_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown section 'zzz'; sections: corpus, ingest, "):
+        load_config(_params(tmp_path, "zzz:\n  a: 1\n"))
+    with pytest.raises(ConfigError, match=r"unknown setting 'zzz' in section 'corpus'; known: sources_dir, "):
+        load_config(None, {"corpus.zzz": "1"})
 
 
 @pytest.mark.parametrize(
@@ -43,14 +88,15 @@ def test_unknown_sections_of_later_stages_are_ignored(tmp_path: Path) -> None:
         ("corpus:\n  seed: many\n", {}, "bad value for 'seed'"),
         ("corpus:\n  duration_s: [1.0]\n", {}, "expected 2 items"),
         ("corpus: 3\n", {}, "must be a mapping"),
-        ("", {"nosection.seed": "1"}, "expected section"),
+        ("", {"nosection.seed": "1"}, "unknown section 'nosection'"),
+        ("", {"corpus": "1"}, r"expected section\.field"),
         ("", {"corpus.seed": "1.5"}, "bad value"),
     ],
 )
 def test_bad_settings_are_named_in_the_error(
     tmp_path: Path, text: str, overrides: dict, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load_config(_params(tmp_path, text), overrides)
 
 
@@ -59,7 +105,7 @@ def test_parse_overrides_rejects_pairs_without_equals() -> None:
         "corpus.seed": "3",
         "ingest.layout": "ffpp",
     }
-    with pytest.raises(ValueError, match=r"expected section\.field=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.field=value"):
         parse_overrides(["corpus.seed"])
 
 

@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from dfguard.cli import main
-from dfguard.evaluation.crossval import fold_splits, identity_folds, thin_training
-from dfguard.evaluation.metrics import roc_auc
+from dfguard.metrics import roc_auc
 from dfguard.registry.store import embedded_uri
+from dfguard.studies.crossval import fold_splits, identity_folds, thin_training
 
 
 def _manifest(people: int, clips: int = 2, swaps: tuple[tuple[int, int], ...] = ()) -> pd.DataFrame:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from scipy.special import expit, logit
 
+from dfguard.calibration.stage import run_calibrate
 from dfguard.cli import main
 from dfguard.config import CalibrateConfig, EvaluateConfig
-from dfguard.evaluation.calibrate import run_calibrate
-from dfguard.evaluation.metrics import ece_if_calibrated
 from dfguard.evaluation.run import run_evaluate
 from dfguard.inference.predictor import Predictor
+from dfguard.metrics import ece_if_calibrated
 from dfguard.models import load_detector, save_detector
 from dfguard.transforms import to_batch
 

@@ -28,8 +28,8 @@ from dfguard.inference.predictor import (
     UNREADABLE,
     Predictor,
 )
-from dfguard.inference.scoring import score_crop_files, score_crops, track_clip_logits
 from dfguard.models import Detector, get_model, save_detector
+from dfguard.models.scoring import score_crop_files, score_crops, track_clip_logits
 from dfguard.transforms import to_batch
 
 

@@ -99,7 +99,7 @@ def test_outputs_are_complete_and_typed(messy: Path, ingest: Ingest) -> None:
     assert summary["counts"]["media_kind"] == {"image": 1, "video": 2}
     assert sum(summary["counts"]["split"].values()) == 3
     assert sum(summary["identities_per_split"].values()) == 2  # alice, and the fake "swap"
-    assert summary["elapsed_s"] >= 0
+    assert "elapsed_s" not in summary  # tracked in git: no timings, or every run dirties the clone
     resolved = json.loads((out_dir / RESOLVED_CONFIG_NAME).read_text())
     assert resolved["dataset_dir"] == str(messy)
 

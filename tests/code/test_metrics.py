@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dfguard.evaluation import (
-    aggregate_video_scores,
+from dfguard.metrics import (
     average_precision,
     bootstrap_interval,
     brier_score,
@@ -26,7 +25,8 @@ from dfguard.evaluation import (
     summary_metrics,
     threshold_metrics,
 )
-from dfguard.evaluation.plots import plot_precision_recall, plot_reliability, plot_roc
+from dfguard.models.aggregation import aggregate_video_scores
+from dfguard.plots import plot_precision_recall, plot_reliability, plot_roc
 
 
 def test_auc_with_ties_counts_half() -> None:

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dfguard.calibration import fit_motion_fusion
+from dfguard.calibration.stage import CalibrateResult, run_calibrate
 from dfguard.config import CalibrateConfig, EvaluateConfig
-from dfguard.evaluation.calibrate import CalibrateResult, run_calibrate
-from dfguard.evaluation.metrics import roc_auc
 from dfguard.evaluation.run import run_evaluate
-from dfguard.inference.motion import MAX_PAIRS, face_drift, fit_motion_fusion, spread, video_drift
+from dfguard.faces.motion import MAX_PAIRS, face_drift, spread, video_drift
 from dfguard.inference.predictor import Predictor
+from dfguard.metrics import roc_auc
 
 SIZE = 224
 

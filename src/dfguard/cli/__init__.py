@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from dfguard.cli import bench, data, models, pipeline, registry, studies
+from dfguard.cli import bench, data, detector, pipeline, registry, studies
 from dfguard.config import PARAMS_FILE
 
 log = logging.getLogger("dfguard")
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (pipeline, data, models, studies, bench, registry):
+    for group in (pipeline, data, detector, studies, bench, registry):
         group.add_commands(commands)
     return parser
 

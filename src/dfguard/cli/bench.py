@@ -9,7 +9,7 @@ from dfguard.cli.common import Commands, config_from
 
 
 def _bench_extract(args: argparse.Namespace) -> int:
-    from dfguard.faces.bench import run_bench
+    from dfguard.bench.extract import run_bench
 
     cfg = config_from(args, {}).extract
     run_bench(cfg, Path(args.out), frames_per_video=args.frames, max_videos=args.max_videos)
@@ -19,7 +19,7 @@ def _bench_extract(args: argparse.Namespace) -> int:
 def _bench_detect(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dfguard.inference.bench import format_figures, run_bench_detect
+    from dfguard.bench.detect import format_figures, run_bench_detect
 
     cfg = config_from(args, {})
     manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")

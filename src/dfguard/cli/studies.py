@@ -37,7 +37,7 @@ def _log_crossval(cfg: Config, out_dir: Path, metrics: dict[str, Any]) -> str:
 
 
 def _crossval(args: argparse.Namespace) -> int:
-    from dfguard.evaluation.crossval import run_crossval
+    from dfguard.studies.crossval import run_crossval
 
     cfg = _study_config(args)
     result = run_crossval(
@@ -64,7 +64,7 @@ def _crossval(args: argparse.Namespace) -> int:
 
 
 def _learning_curve(args: argparse.Namespace) -> int:
-    from dfguard.evaluation.learning_curve import PLOT_NAME, run_learning_curve
+    from dfguard.studies.learning_curve import PLOT_NAME, run_learning_curve
 
     cfg = _study_config(args)
     result = run_learning_curve(

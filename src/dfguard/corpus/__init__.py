@@ -5,5 +5,4 @@ importing them loads nothing heavy.
 """
 
 CORPUS_INDEX = "dfguard_corpus.json"
-FACE_TRUTH = "face_truth.parquet"
 CONTACT_SHEET = "contact_sheet.jpg"

@@ -26,10 +26,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from dfguard.config import CorpusConfig, save_resolved
-from dfguard.corpus import CONTACT_SHEET, CORPUS_INDEX, FACE_TRUTH
+from dfguard.corpus import CONTACT_SHEET, CORPUS_INDEX
 from dfguard.corpus.identities import Identity, find_identities
 from dfguard.corpus.render import ClipPlan, render_pair
 from dfguard.corpus.sheet import contact_sheet
+from dfguard.faces.subject import FACE_TRUTH
 
 log = logging.getLogger(__name__)
 

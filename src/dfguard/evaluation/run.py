@@ -28,7 +28,10 @@ import pandas as pd
 from scipy.special import expit
 
 from dfguard.config import EvaluateConfig, save_resolved
-from dfguard.evaluation.metrics import (
+from dfguard.inference.predictor import Predictor
+from dfguard.ingest.manifest import manifest_columns
+from dfguard.metrics import (
+    METRICS_NAME,
     bootstrap_interval,
     confusion_matrix,
     ece_if_calibrated,
@@ -40,17 +43,14 @@ from dfguard.evaluation.metrics import (
     roc_curve,
     summary_metrics,
 )
-from dfguard.evaluation.plots import (
+from dfguard.models.aggregation import score_split as score_split_appearance
+from dfguard.plots import (
     plot_precision_recall,
     plot_reliability,
     plot_roc,
     plot_scores_by_group,
 )
-from dfguard.inference.predictor import Predictor
-from dfguard.ingest.manifest import manifest_columns
 
-FACES_NAME = "faces.parquet"
-METRICS_NAME = "metrics.json"
 VIDEOS_NAME = "videos.parquet"
 INTERVAL_LEVEL, INTERVAL_RESAMPLES = 0.95, 1000
 
@@ -64,26 +64,13 @@ class EvaluateResult:
 def score_split(
     predictor: Predictor, faces_dir: str | Path, split: str, progress: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every face of a split of the face dataset with its logit (columns of faces.parquet + `logit`,
-    `target`), and one row per video (target, method, drift, the aggregated logit)."""
-    folder = Path(faces_dir)
-    table = folder / FACES_NAME
-    if not table.is_file():
-        raise FileNotFoundError(f"{table} does not exist: run `dfguard extract` first")
-    every_split = pd.read_parquet(table)
-    faces = every_split[every_split["split"] == split].reset_index(drop=True)
-    if faces.empty:
-        present = ", ".join(sorted(every_split["split"].unique())) or "none"
-        raise ValueError(f"{table} has no faces in split {split!r} (splits with faces: {present})")
-    paths = [str(folder / crop) for crop in faces["crop"]]
-    scores = predictor.score_crop_files(paths, progress=f"score {split}" if progress else "")
-    faces["logit"] = scores.logits
-    faces["target"] = (faces["label"] == "fake").astype(np.int64)
-    drift = predictor.drift_of(faces, folder=folder, progress=f"motion {split}" if progress else "")
-    videos = predictor.video_logits(
-        faces, carry=("target", "method"), embeddings=scores.embeddings, drift=drift
+    """Every face of a split of the face dataset with its logit (columns of faces.parquet + `target`,
+    `logit`), and one row per video (target, method, drift, the aggregated logit with the motion
+    evidence fused in as the predictor fuses it)."""
+    faces, videos = score_split_appearance(
+        predictor.model, predictor.frame_rule, faces_dir, split, predictor.device, progress
     )
-    return faces, videos.reset_index()
+    return faces, predictor.fused(videos).reset_index()
 
 
 def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:

@@ -37,20 +37,17 @@ import torch
 from tqdm import tqdm
 
 from dfguard.config import RESOLVED_CONFIG_NAME, ExtractConfig
-from dfguard.corpus import FACE_TRUTH
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import MediaFaces, build_detector, extract_media, timed
-from dfguard.faces.subject import mark_subjects
+from dfguard.faces.subject import FACE_TRUTH, mark_subjects
+from dfguard.faces.table import CONTRACT_NAME, FACES_NAME, FRAMES_NAME
 from dfguard.media import MediaError
 from dfguard.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
-FACES_NAME = "faces.parquet"
-FRAMES_NAME = "frames.parquet"
 FAILURES_NAME = "failures.csv"
-CONTRACT_NAME = "contract.json"
 SUMMARY_NAME = "summary.json"
 CROPS_DIR = "crops"
 CACHE_DIR = ".cache"

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from facenet_pytorch import MTCNN
 
+from dfguard.runtime import default_device
+
 # MTCNN's first network sees 12 px windows; below that a face cannot be found at any pyramid level.
 MTCNN_WINDOW_PX = 12
 # Score thresholds of its three stages and the pyramid's scale step: facenet-pytorch's defaults, passed
@@ -56,7 +58,7 @@ class FaceDetector:
     ) -> None:
         if detect_face_px is not None and detect_face_px < MTCNN_WINDOW_PX:
             raise ValueError(f"detect_face_px must be at least {MTCNN_WINDOW_PX}, got {detect_face_px}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(device)
         self.min_face_px = min_face_px
         self.min_score = min_score
         self.detect_face_px = detect_face_px

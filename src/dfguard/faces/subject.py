@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+# A dataset may ship this table of each item's subject boxes (the demo corpus does, from how it was
+# rendered): extraction then marks subjects by it, and the extraction benchmark scores against it.
+FACE_TRUTH = "face_truth.parquet"
+
 # A found box is the recorded face when its centre lies within this many face heights of the recorded
 # centre, or when the boxes overlap by this IoU.
 MATCH_CENTRE_IN_HEIGHTS = 0.3

@@ -7,7 +7,10 @@ matching by distance is enough for the few faces per frame deepfake videos hold.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import pandas as pd
 
 from dfguard.faces.detector import Face
 
@@ -52,3 +55,17 @@ def assign_tracks(faces_per_frame: list[list[Face]]) -> list[list[int]]:
                 last_box[ids[face_index]] = face.box
         ids_per_frame.append(ids)
     return ids_per_frame
+
+
+def track_keys(faces: pd.DataFrame) -> list[str]:
+    """The columns that name a face track: video_id and track_id, or video_id alone in tables of one
+    track per video (a face dataset's subject faces made without tracking)."""
+    return ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
+
+
+def ordered_tracks(faces: pd.DataFrame) -> Iterator[tuple[object, np.ndarray]]:
+    """(video_id, the row positions of one face track in frame order) for each track of `faces`
+    (columns video_id and frame, and track_id unless each video is one track)."""
+    frames = faces["frame"].to_numpy()
+    for key, rows in faces.groupby(track_keys(faces), sort=False).indices.items():
+        yield (key[0] if isinstance(key, tuple) else key), rows[np.argsort(frames[rows], kind="stable")]

@@ -22,26 +22,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy.special import expit, logit
+from scipy.special import expit
 
-from dfguard.calibration import UNCERTAIN, Calibrator
-from dfguard.evaluation.metrics import aggregate_video_scores
+from dfguard.calibration import FAKE, REAL, UNCERTAIN, Calibrator, MotionFusion
 from dfguard.faces.contract import PreprocessingContract
-from dfguard.faces.crops import read_crop
 from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import build_detector, extract_faces, timed
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
-from dfguard.inference.motion import MotionFusion, video_drift
-from dfguard.inference.scoring import (
-    FaceScores,
-    score_crop_files,
-    score_crops,
-    track_clip_logits,
-)
+from dfguard.faces.motion import video_drift
 from dfguard.media import MediaError, media_kind
+from dfguard.models.aggregation import AggregationRule, crop_drift, video_appearance
 from dfguard.models.io import WEIGHTS_NAME, load_detector
-from dfguard.runtime import torch_threads
+from dfguard.models.scoring import FaceScores, score_crop_files, score_crops
+from dfguard.runtime import default_device, torch_threads
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
 STATUSES = (NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT)
@@ -121,7 +114,7 @@ class Predictor:
         # two threads made `predict` 3-10x slower (idle threads spin-waiting), and a service scales by
         # running one predictor per worker instead.
         self.threads = threads
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(device)
         model, config = load_detector(self.model_dir)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -135,6 +128,11 @@ class Predictor:
         with (self.model_dir / WEIGHTS_NAME).open("rb") as weights:
             self.weights_sha256 = hashlib.file_digest(weights, "sha256").hexdigest()
         self._face_detector: FaceDetector | None = None  # built on first use: stored crops need none
+
+    @property
+    def frame_rule(self) -> AggregationRule:
+        """How this model's frames make a video's score (`models.aggregation`)."""
+        return self.aggregation.get("frames", "mean")
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -172,22 +170,21 @@ class Predictor:
         also needs track_id, and `embeddings` the faces' embeddings from `score_crops`, row for row).
         `drift` (per video_id, from `drift_of`) becomes column `drift`; a model with motion fusion needs
         it, and its `logit` is then the fused one (`appearance_logit`: the detector's own)."""
-        table = faces.assign(probability=expit(faces["logit"].to_numpy(np.float64)))
-        rule = "mean" if self.model.clip_model else self.aggregation.get("frames", "mean")
-        videos = aggregate_video_scores(table, rule, carry=carry)
-        if self.model.clip_model:
-            clips = track_clip_logits(self.model, faces, embeddings, self.device)
-            videos["logit"] = videos["video_id"].map(clips)
-        else:
-            videos["logit"] = logit(np.clip(videos["probability"].to_numpy(np.float64), 1e-7, 1 - 1e-7))
+        videos = video_appearance(self.model, self.frame_rule, faces, carry, embeddings, self.device)
         if drift is not None:
             videos["drift"] = videos["video_id"].map(drift).astype(np.float64)
-        if self.motion is not None:
-            if drift is None:
-                raise ValueError(f"{self.model_dir} fuses motion evidence: the videos' drift is needed")
-            videos["appearance_logit"] = videos["logit"]
-            videos["logit"] = self.motion.fuse(videos["logit"].to_numpy(), videos["drift"].to_numpy())
-        return videos.drop(columns="probability")
+        return self.fused(videos)
+
+    def fused(self, videos: pd.DataFrame) -> pd.DataFrame:
+        """Per-video appearance logits (column `logit`) with the motion evidence of column `drift` fused
+        in, the detector's own kept as `appearance_logit`; unchanged for a model without motion fusion."""
+        if self.motion is None:
+            return videos
+        if "drift" not in videos:
+            raise ValueError(f"{self.model_dir} fuses motion evidence: the videos' drift is needed")
+        videos["appearance_logit"] = videos["logit"]
+        videos["logit"] = self.motion.fuse(videos["logit"].to_numpy(), videos["drift"].to_numpy())
+        return videos
 
     def drift_of(
         self,
@@ -202,8 +199,7 @@ class Predictor:
             return video_drift(faces, lambda row: crops[row], progress)
         if folder is None:
             raise ValueError("drift_of needs the crops or the face dataset folder they are stored in")
-        paths = faces["crop"].to_numpy()
-        return video_drift(faces, lambda row: read_crop(str(folder / paths[row])), progress)
+        return crop_drift(faces, folder, progress)
 
     def with_motion(self, logits: np.ndarray, drift: float | np.ndarray) -> np.ndarray:
         """Appearance logits with the motion evidence `drift` (one per logit, or one for all) fused in,
@@ -222,7 +218,7 @@ class Predictor:
             return self.calibrator.verdict(probability)
         if abs(probability - 0.5) < DEFAULT_MARGIN:
             return UNCERTAIN
-        return "FAKE" if probability >= 0.5 else "REAL"
+        return FAKE if probability >= 0.5 else REAL
 
     # -- media ----------------------------------------------------------------------------------------
     def predict(self, path: str | Path, n_frames: int | None = None) -> Prediction:

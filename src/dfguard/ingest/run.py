@@ -75,8 +75,14 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> IngestResult:
     skipped_rows = skipped_table(skipped)
     if manifest.empty:
         log.warning("no usable media in %s; see %s", root, out_dir)
-    summary = summarize(manifest, skipped_rows, layout.name, time.perf_counter() - started)
+    summary = summarize(manifest, skipped_rows, layout.name)
     manifest_path, skipped_path, summary_path = write_outputs(out_dir, manifest, skipped_rows, summary)
     save_resolved(cfg, out_dir)
-    log.info("ingested %d files (%d skipped) into %s", len(manifest), len(skipped_rows), manifest_path)
+    log.info(
+        "ingested %d files (%d skipped) into %s in %.1f s",
+        len(manifest),
+        len(skipped_rows),
+        manifest_path,
+        time.perf_counter() - started,
+    )
     return IngestResult(manifest_path, skipped_path, summary_path, manifest, skipped_rows)

@@ -28,16 +28,14 @@ from torch.utils.data import Dataset, Sampler
 from dfguard.config import TrainConfig
 from dfguard.corpus.manipulate import face_oval_mask
 from dfguard.faces.align import template_points
-from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.crops import read_crop
-from dfguard.inference.scoring import track_keys
+from dfguard.faces.table import read_faces
+from dfguard.faces.tracks import track_keys
 from dfguard.ingest.manifest import manifest_columns
 from dfguard.training.identity import UNKNOWN_PERSON
 from dfguard.training.sbi import self_blend, self_blend_real
 from dfguard.transforms import AugmentConfig, Preset, hflip, resize, train_transform
 
-FACES_NAME = "faces.parquet"
-CONTRACT_NAME = "contract.json"
 REAL, DATASET_FAKE, SELF_BLEND = 0, 1, 2
 NO_PARTNER = -1
 
@@ -45,28 +43,10 @@ Draw = tuple[int, int]  # (kind, row of the faces table)
 
 
 def load_faces(faces_dir: str | Path, split: str) -> pd.DataFrame:
-    """The subject faces of one split, with an integer `target` (1 = fake) and absolute crop paths."""
-    folder = Path(faces_dir)
-    table = folder / FACES_NAME
-    if not table.is_file():
-        raise FileNotFoundError(f"{table} does not exist: run `dfguard extract` first")
-    faces = pd.read_parquet(table)
-    if "subject" in faces:
-        faces = faces[faces["subject"]]
-    faces = faces[faces["split"] == split].reset_index(drop=True)
-    unknown = set(faces["label"]) - {"real", "fake"}
-    if unknown:
-        raise ValueError(f"{table}: labels must be 'real' or 'fake', found {sorted(unknown)}")
-    faces["target"] = (faces["label"] == "fake").astype(np.int64)
-    faces["crop_path"] = [str(folder / crop) for crop in faces["crop"]]
+    """The subject faces of one split (`read_faces`), with absolute crop paths."""
+    faces = read_faces(faces_dir, split, subject_only=True)
+    faces["crop_path"] = [str(Path(faces_dir) / crop) for crop in faces["crop"]]
     return faces
-
-
-def load_contract(faces_dir: str | Path) -> PreprocessingContract:
-    path = Path(faces_dir) / CONTRACT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the face dataset is incomplete")
-    return PreprocessingContract.from_json(path.read_text())
 
 
 def real_partners(faces: pd.DataFrame, manifest_path: str | Path) -> np.ndarray:

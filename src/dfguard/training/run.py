@@ -31,20 +31,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dfguard.config import TrainConfig, save_resolved
-from dfguard.evaluation.metrics import roc_auc
-from dfguard.evaluation.plots import plot_history
 from dfguard.faces.contract import PreprocessingContract
-from dfguard.inference.scoring import score_crop_files, track_clip_logits
+from dfguard.faces.table import FACES_NAME, read_contract
+from dfguard.metrics import roc_auc
 from dfguard.models import crop_detector, model_class
 from dfguard.models.base import Detector, FrameDetector, freeze_backbone
 from dfguard.models.io import save_detector, start_from
+from dfguard.models.scoring import score_crop_files, track_clip_logits
+from dfguard.plots import plot_history
+from dfguard.runtime import default_device
 from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from dfguard.training.data import (
-    FACES_NAME,
     NO_PARTNER,
     EpochSampler,
     TrainingFaces,
-    load_contract,
     load_faces,
     person_ids,
     real_partners,
@@ -128,13 +128,13 @@ def train_detector(
     """
     started = time.perf_counter()
     _check(cfg)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(cfg.device)
     use_amp = cfg.amp and device.startswith("cuda")
     torch.manual_seed(cfg.seed)
     train_faces, val_faces = load_faces(cfg.faces_dir, "train"), load_faces(cfg.faces_dir, "val")
     if val_faces["target"].nunique() < 2:
         raise ValueError("the validation split needs real and fake faces to select a model on")
-    contract = load_contract(cfg.faces_dir)
+    contract = read_contract(cfg.faces_dir)
 
     model = _build_model(cfg)
     if cfg.init_from:

@@ -41,8 +41,8 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from dfguard.evaluation.calibrate import run_calibrate
-    from dfguard.inference.motion import DRIFT_FLOOR
+    from dfguard.calibration.fusion import DRIFT_FLOOR
+    from dfguard.calibration.stage import run_calibrate
 
     cfg = config_from(args, {"calibrate.model_dir": args.model, "calibrate.out_dir": args.out}).calibrate
     result = run_calibrate(cfg, progress=not args.no_progress)

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
-from dfguard.evaluation.metrics import equal_error_rate, expected_calibration_error
+from dfguard.metrics import equal_error_rate, expected_calibration_error
 
 FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
 TEMPERATURE_BOUNDS = (0.05, 20.0)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from dfguard.config import Config
-from dfguard.evaluation.crossval import run_crossval
-from dfguard.evaluation.plots import plot_learning_curve
+from dfguard.plots import plot_learning_curve
+from dfguard.studies.crossval import run_crossval
 
 RESULT_NAME = "learning_curve.json"
 PLOT_NAME = "learning_curve.png"

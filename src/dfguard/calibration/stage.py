@@ -1,4 +1,4 @@
-"""`dfguard calibrate`: the motion fusion (`inference.motion`), then temperature scaling, threshold and
+"""`dfguard calibrate`: the motion fusion (`calibration.fusion`), then temperature scaling, threshold and
 UNCERTAIN band, fitted on the validation split's video-level logits, written into a complete,
 deployable copy of the model folder."""
 
@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
-from dfguard.calibration import Calibrator, fit_calibrator
+from dfguard.calibration.fusion import MotionFusion, fit_motion_fusion
+from dfguard.calibration.temperature import Calibrator, fit_calibrator
 from dfguard.config import CalibrateConfig, save_resolved
-from dfguard.evaluation.plots import plot_reliability
-from dfguard.evaluation.run import score_split
-from dfguard.inference.motion import MotionFusion, fit_motion_fusion
-from dfguard.inference.predictor import Predictor
-from dfguard.models.io import CONFIG_NAME
-
-METRICS_NAME = "metrics.json"
+from dfguard.metrics import METRICS_NAME
+from dfguard.models.aggregation import score_split
+from dfguard.models.io import CONFIG_NAME, load_detector
+from dfguard.plots import plot_reliability
+from dfguard.runtime import default_device
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,12 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     source, out = Path(cfg.model_dir), Path(cfg.out_dir)
     if source.resolve() == out.resolve():
         raise ValueError("calibrate writes a new model folder: out_dir must differ from model_dir")
-    predictor = Predictor(source)
-    # Fit on the detector's raw logits, even when re-calibrating a calibrated model.
-    predictor.calibrator, predictor.motion = None, None
-    _, videos = score_split(predictor, cfg.faces_dir, "val", progress)
+    # Fit on the detector's raw logits (the appearance evidence), even when re-calibrating a calibrated
+    # model, aggregated by the model's own rule.
+    device = default_device()
+    model, config = load_detector(source)
+    rule = config.get("aggregation", {}).get("frames", "mean")
+    _, videos = score_split(model.to(device).eval(), rule, cfg.faces_dir, "val", device, progress)
     if cfg.fit_methods:
         videos = videos[(videos["target"] == 0) | videos["method"].isin(cfg.fit_methods)]
     labels, logits = videos["target"].to_numpy(), videos["logit"].to_numpy()

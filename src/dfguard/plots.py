@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dfguard.evaluation.metrics import (
+from dfguard.metrics import (
     ECE_BINS,
     average_precision,
     expected_calibration_error,

@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 
 from dfguard.calibration import UNCERTAIN
+from dfguard.calibration.stage import run_calibrate
 from dfguard.config import Config
-from dfguard.evaluation.calibrate import run_calibrate
-from dfguard.evaluation.metrics import summary_metrics, threshold_metrics
-from dfguard.evaluation.plots import plot_roc, plot_scores_by_group
 from dfguard.evaluation.run import VIDEOS_NAME, breakdowns, clean_floats, evidence_aucs, run_evaluate
+from dfguard.faces.table import CONTRACT_NAME, FACES_NAME, read_faces
 from dfguard.ingest.splits import identity_components
-from dfguard.training.data import CONTRACT_NAME, FACES_NAME
+from dfguard.metrics import summary_metrics, threshold_metrics
+from dfguard.plots import plot_roc, plot_scores_by_group
 from dfguard.training.run import train_detector
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def run_crossval(
     """Cross-validate `cfg.train`'s detector on `cfg.train.faces_dir` (see the module docstring)."""
     out = Path(out_dir)
     faces_dir = Path(cfg.train.faces_dir)
-    faces = pd.read_parquet(faces_dir / FACES_NAME)
+    faces = read_faces(faces_dir)
     manifest = pd.read_parquet(cfg.train.manifest_path)
     video_fold = faces["video_id"].map(identity_folds(manifest, folds, seed))
     if video_fold.isna().any():

@@ -11,7 +11,7 @@ One run measures, on the same videos and the same sampled frames:
 - face recall of both: the share of sampled frames whose true face (`face_truth.parquet`) is found,
   a detection counting when its box centre is within 0.3 face heights of the true centre or IoU >= 0.4.
 
-Run it with `python -m dfguard.faces.bench --out-dir reports/extract-bench`. It is a measurement, not a
+Run it with `python -m dfguard.bench.extract --out-dir reports/extract-bench`. It is a measurement, not a
 test: it prints a table and writes `bench.json` and `bench.png` into the output folder.
 """
 

@@ -25,9 +25,9 @@ from dfguard.evaluation.run import run_evaluate
 from dfguard.faces.crops import read_crop
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
 from dfguard.inference.predictor import Prediction, Predictor
-from dfguard.inference.scoring import score_crops, track_clip_logits
 from dfguard.media import write_video
 from dfguard.models import Detector, crop_detector
+from dfguard.models.scoring import score_crops, track_clip_logits
 from dfguard.models.weights import initial_weights_skipped
 
 CLIP_SECONDS, CLIP_FPS = 10, 25

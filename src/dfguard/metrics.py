@@ -14,6 +14,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+# The file each stage writes its figures to (calibrate, evaluate), the registry logs and the promotion gate
+# reads back.
+METRICS_NAME = "metrics.json"
 ECE_BINS = 15
 PROBABILITY_EPS = 1e-7  # log-loss clipping: a single 0/1 probability on a wrong label is not infinite
 
@@ -284,63 +287,3 @@ def metrics_by_group(
     else:
         raise ValueError(f"reals must be 'shared' or 'grouped', got {reals!r}")
     return pd.DataFrame(rows)
-
-
-AggregationRule = Literal["mean", "max", "confident"]
-
-
-def confident_mean(
-    probabilities: np.ndarray,
-    fake_above: float = 0.8,
-    real_below: float = 0.2,
-    min_fake_fraction: float = 0.4,
-    min_real_fraction: float = 0.9,
-) -> float:
-    """The DFDC winner's video rule (Seferbekov, 2020), with its constants as fractions.
-
-    If more than `min_fake_fraction` of the frames are confidently fake (> `fake_above`), the video
-    score is the mean of those frames: a manipulation often shows on only part of a clip, and the
-    plain mean would dilute it. Otherwise, if more than `min_real_fraction` of frames are confidently
-    real (< `real_below`), it is the mean of those (a few noisy frames should not raise a clear real).
-    Otherwise, the mean of all frames. (The original used "more than 32 / 2.5 and more than 11 of 32
-    frames", which at 32 frames is the 0.4 fraction here.)
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    confident_fake = p > fake_above
-    confident_real = p < real_below
-    if confident_fake.sum() > min_fake_fraction * p.size:
-        return float(p[confident_fake].mean())
-    if confident_real.sum() > min_real_fraction * p.size:
-        return float(p[confident_real].mean())
-    return float(p.mean())
-
-
-def aggregate_video_scores(
-    frame_table: pd.DataFrame,
-    rule: AggregationRule = "mean",
-    score_col: str = "probability",
-    video_col: str = "video_id",
-    frame_col: str = "frame",
-    carry: tuple[str, ...] = (),
-) -> pd.DataFrame:
-    """Video-level scores from a table with one row per face: the faces of a frame are reduced by max
-    (one fake face makes the frame fake), then the frames of a video by `rule` ("mean", "max" or
-    "confident", see `confident_mean`).
-
-    Rows with a missing score (no usable face) are ignored; a video with none gets a NaN score.
-    Returns one row per video: `video_col`, `score_col`, `n_frames`, and the `carry` columns (their
-    first value per video, e.g. label or method).
-    """
-    reducers = {"mean": "mean", "max": "max", "confident": confident_mean}
-    if rule not in reducers:
-        raise ValueError(f"unknown aggregation rule {rule!r}: expected one of {sorted(reducers)}")
-    scored = frame_table.dropna(subset=[score_col])
-    per_frame = scored.groupby([video_col, frame_col], sort=False)[score_col].max()
-    per_video = per_frame.groupby(level=0, sort=False).agg([reducers[rule], "size"])
-    per_video.columns = [score_col, "n_frames"]
-    videos = pd.Index(frame_table[video_col].unique(), name=video_col)
-    result = per_video.reindex(videos)
-    result["n_frames"] = result["n_frames"].fillna(0).astype(np.int64)
-    if carry:
-        result = result.join(frame_table.groupby(video_col, sort=False)[list(carry)].first())
-    return result.reset_index()

@@ -8,7 +8,7 @@ keeps a clip model's per-face embeddings, and the tracks are judged from those.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from dfguard.faces.crops import read_crop
+from dfguard.faces.tracks import ordered_tracks
 from dfguard.models.base import Detector
 from dfguard.models.temporal import TemporalDetector
 from dfguard.transforms import to_batch
@@ -85,20 +86,6 @@ def _concat_scores(parts: Sequence[FaceScores]) -> FaceScores:
         np.concatenate([part.features for part in parts]),
         None if parts[0].embeddings is None else np.concatenate([part.embeddings for part in parts]),
     )
-
-
-def track_keys(faces: pd.DataFrame) -> list[str]:
-    """The columns that name a face track: video_id and track_id, or video_id alone in tables of one
-    track per video (a face dataset's subject faces made without tracking)."""
-    return ["video_id", "track_id"] if "track_id" in faces else ["video_id"]
-
-
-def ordered_tracks(faces: pd.DataFrame) -> Iterator[tuple[object, np.ndarray]]:
-    """(video_id, the row positions of one face track in frame order) for each track of `faces`
-    (columns video_id and frame, and track_id unless each video is one track)."""
-    frames = faces["frame"].to_numpy()
-    for key, rows in faces.groupby(track_keys(faces), sort=False).indices.items():
-        yield (key[0] if isinstance(key, tuple) else key), rows[np.argsort(frames[rows], kind="stable")]
 
 
 def track_clip_logits(

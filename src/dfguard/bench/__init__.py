@@ -1,0 +1,1 @@
+"""Benchmarks: face extraction against a dlib peer (`extract`) and `dfguard detect` latency (`detect`)."""
