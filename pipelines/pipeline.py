@@ -10,8 +10,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from dfguard.config import PARAMS_FILE, load_config
-from dfguard.registry import CHAMPION, configure, get_version
+from dfguard.registry import CHAMPION, MODEL_NAME, champion_to_rescore, configure, get_version
 from dfguard.versioning import push
+from pipelines.evaluate import evaluate_flow
 from pipelines.extract import extract_flow
 from pipelines.promote import promote_flow
 from pipelines.train import train_flow
@@ -28,6 +29,12 @@ def pipeline_flow(params_path: str = str(PARAMS_FILE)) -> dict[str, Any]:
     trained = train_flow(params_path=params_path)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
+    # The gate compares figures measured on one face dataset: a champion trained on an older one is
+    # re-scored on the challenger's first.
+    cfg = load_config(Path(params_path))
+    stale = champion_to_rescore(configure(cfg.registry), trained["version"], cfg.registry.experiment)
+    if stale is not None:
+        evaluate_flow(model_uri=f"models:/{MODEL_NAME}/{stale}", params_path=params_path)
     # A model registered by an earlier run whose gate failed is gated again (the champion may have
     # changed since); only the reigning champion is left alone.
     promotion = (

@@ -20,7 +20,14 @@ def promote_flow(
     logger = get_run_logger()
     cfg = load_config(Path(params_path))
     client = configure(cfg.registry)
-    result = promote(client, version, cfg.promotion, force=force, verify=loadable(client))
+    result = promote(
+        client,
+        version,
+        cfg.promotion,
+        force=force,
+        verify=loadable(client),
+        experiment=cfg.registry.experiment,
+    )
     for reason in result.gate.reasons:
         logger.info("gate: %s", reason)
     logger.info(

@@ -17,7 +17,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from dfguard.config import PromotionConfig
+from dfguard.config import PromotionConfig, RegistryConfig
 from dfguard.registry import (
     CHALLENGER,
     CHAMPION,
@@ -25,6 +25,8 @@ from dfguard.registry import (
     PREVIOUS,
     alias_transaction,
     current_aliases,
+    dataset_of,
+    evaluation_on,
     get_version,
     load,
     move_alias,
@@ -74,9 +76,16 @@ def gate_metrics(metrics: Mapping[str, Any]) -> GateMetrics:
 
 
 def promotion_gate(
-    challenger_metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any] | None, policy: GatePolicy
+    challenger_metrics: Mapping[str, Any],
+    champion_metrics: Mapping[str, Any] | None,
+    policy: GatePolicy,
+    datasets: tuple[str, str] | None = None,
 ) -> GateResult:
     """Whether a challenger may replace the champion, with the outcome of every check.
+
+    `datasets` names the face dataset versions (DVC hashes) the challenger's and the champion's metrics
+    were measured on: figures from two datasets do not compare (a harder test split lowers every AUC),
+    so the gate fails until the champion is re-scored on the challenger's (`registry.evaluate_model`).
 
     The challenger fails if its video AUC trails the champion's by more than `auc_tolerance`, if any
     manipulation method's AUC trails by more than `method_tolerance` (or is missing), or if its video
@@ -93,7 +102,8 @@ def promotion_gate(
         ]
     else:
         old = gate_metrics(champion_metrics)
-        checks = [
+        checks = [] if datasets is None else [_dataset_check(*datasets)]
+        checks += [
             _ece_check(new.video_ece, policy.max_ece),
             _auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance),
         ]
@@ -115,6 +125,7 @@ def promote(
     *,
     force: bool = False,
     verify: Verify | None = None,
+    experiment: str = RegistryConfig.experiment,
 ) -> Promotion:
     """Gate registered `version` against the champion, tag it with the verdict, and on a pass (or with
     `force`) make it the champion and the old champion `previous`.
@@ -128,8 +139,8 @@ def promote(
     champion = before.get(CHAMPION)
     if champion == number:
         raise ValueError(f"version {number} is already the champion")
-    champion_metrics = version_metrics(client, get_version(client, champion)) if champion else None
-    gate = promotion_gate(version_metrics(client, candidate), champion_metrics, policy)
+    champion_metrics, datasets = _champion_figures(client, champion, dataset_of(candidate), experiment)
+    gate = promotion_gate(version_metrics(client, candidate), champion_metrics, policy, datasets)
     tags = {
         "passed": str(gate.passed).lower(),
         "reasons": "\n".join(gate.reasons),
@@ -152,6 +163,21 @@ def promote(
             verify(number)
         client.set_model_version_tag(MODEL_NAME, number, "promoted_at", _now())
     return Promotion(number, gate, promoted=True, aliases=current_aliases(client))
+
+
+def _champion_figures(
+    client: MlflowClient, champion: str | None, dataset: str, experiment: str
+) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+    """The champion's metrics to gate against, measured on face dataset `dataset` where they can be (its
+    own, or an evaluation run that re-scored it there), with (dataset, the one they were measured on)."""
+    if champion is None:
+        return None, None
+    version = get_version(client, champion)
+    if dataset_of(version) != dataset:
+        rescored = evaluation_on(client, champion, dataset, experiment)
+        if rescored is not None:
+            return rescored, (dataset, dataset)
+    return version_metrics(client, version), (dataset, dataset_of(version))
 
 
 def rollback(client: MlflowClient, verify: Verify | None = None) -> dict[str, str]:
@@ -192,6 +218,15 @@ def _auc_check(label: str, new: float, old: float, tolerance: float) -> tuple[bo
     verdict = f"{label} {new:.4f} vs champion {old:.4f} (change {-drop:+.4f}, tolerance {tolerance:.4f})"
     # A drop of exactly the tolerance passes: without the epsilon, 0.9 - 0.895 (> 0.005 in binary) fails.
     return drop <= tolerance + FLOAT_SLACK, verdict
+
+
+def _dataset_check(challenger: str, champion: str) -> tuple[bool, str]:
+    if challenger != champion:
+        return False, (
+            f"the challenger was measured on face dataset {challenger[:12]}, the champion on "
+            f"{champion[:12]}: re-score the champion on the challenger's dataset first (the evaluate flow)"
+        )
+    return True, f"both measured on face dataset {challenger[:12]}"
 
 
 def _ece_check(ece: float, max_ece: float) -> tuple[bool, str]:

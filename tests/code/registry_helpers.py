@@ -64,16 +64,22 @@ def evaluation(auc: float, ece: float = 0.03, **method_auc: float) -> dict[str, 
     }
 
 
-def tiny_lineage(model_dir: Path) -> Lineage:
+TINY_DATASET = "d41d8cd98f00b204e9800998ecf8427e.dir"
+
+
+def tiny_lineage(model_dir: Path, dataset: str = TINY_DATASET) -> Lineage:
     from dfguard.registry import model_contract
 
     contract, contract_hash = model_contract(model_dir)
-    return Lineage("d41d8cd98f00b204e9800998ecf8427e.dir", "0" * 40, False, contract_hash, contract)
+    return Lineage(dataset, "0" * 40, False, contract_hash, contract)
 
 
-def register_tiny(client: MlflowClient, model_dir: Path, metrics: dict[str, Any]) -> str:
-    """Log `model_dir` with `metrics` and register it; returns the version number."""
-    lineage = tiny_lineage(model_dir)
+def register_tiny(
+    client: MlflowClient, model_dir: Path, metrics: dict[str, Any], dataset: str = TINY_DATASET
+) -> str:
+    """Log `model_dir` with `metrics` (measured on face dataset `dataset`) and register it; returns the
+    version number."""
+    lineage = tiny_lineage(model_dir, dataset)
     run_id = log_model_run(
         client, model_dir, params={"model": "small_cnn"}, resolved_config={}, metrics=metrics, lineage=lineage
     )

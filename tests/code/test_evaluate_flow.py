@@ -10,7 +10,7 @@ import pytest
 import yaml
 from registry_helpers import evaluation, register_tiny, store_from
 
-from dfguard.registry import CHAMPION, MODEL_NAME
+from dfguard.registry import CHAMPION, MODEL_NAME, evaluation_on
 from dfguard.registry.aliases import move_alias
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,4 +45,8 @@ def test_flow_evaluates_the_champion_and_logs_the_run(
     assert run.data.tags["dfguard.model_uri"] == uri
     assert run.data.metrics["video.auc"] == pytest.approx(metrics["video"]["auc"])
     assert run.data.metrics["video.n"] == metrics["video"]["n"] > 0
+    # The promotion gate finds this evaluation: the champion was re-scored on this face dataset.
+    champion = run.data.tags["dfguard.model_version"]
+    rescored = evaluation_on(client, champion, run.data.tags["dfguard.dataset_hash"], registry_cfg.experiment)
+    assert rescored == metrics
     assert list(temp_root.glob("dfguard-model-*")) == [], "the flow left the model's download behind"

@@ -10,11 +10,20 @@ import pytest
 from mlflow import MlflowClient
 from registry_helpers import evaluation, register_tiny, store_from
 
-from dfguard.config import PromotionConfig
+from dfguard.config import PromotionConfig, RegistryConfig
 from dfguard.promotion import GatePolicy, gate_metrics, loadable, promote, promotion_gate, rollback
-from dfguard.registry import CHALLENGER, CHAMPION, PREVIOUS, current_aliases, get_version
+from dfguard.registry import (
+    CHALLENGER,
+    CHAMPION,
+    METRICS_ARTIFACT,
+    PREVIOUS,
+    champion_to_rescore,
+    current_aliases,
+    get_version,
+)
 
 POLICY = GatePolicy(auc_tolerance=0.005, method_tolerance=0.02, max_ece=0.1)
+EXPERIMENT = RegistryConfig.experiment
 
 
 def _failed(reasons: tuple[str, ...]) -> list[str]:
@@ -78,6 +87,17 @@ def test_metrics_in_another_layout_fail_instead_of_passing() -> None:
     assert not result.passed and len(_failed(result.reasons)) == 1  # no video AUC
     against_champion = promotion_gate(flat, evaluation(0.8), POLICY)
     assert len(_failed(against_champion.reasons)) == 4  # no ECE, no video AUC, no per-method AUCs
+
+
+def test_metrics_of_two_face_datasets_do_not_compare() -> None:
+    result = promotion_gate(evaluation(0.99), evaluation(0.8), POLICY, datasets=("aaa.dir", "bbb.dir"))
+    assert not result.passed
+    assert _failed(result.reasons) == [
+        "fail: the challenger was measured on face dataset aaa.dir, the champion on bbb.dir: re-score the "
+        "champion on the challenger's dataset first (the evaluate flow)"
+    ]
+    same = promotion_gate(evaluation(0.99), evaluation(0.8), POLICY, datasets=("aaa.dir", "aaa.dir"))
+    assert same.passed and "pass: both measured on face dataset aaa.dir" in same.reasons
 
 
 @pytest.fixture
@@ -176,3 +196,38 @@ def test_a_failure_half_way_through_rollback_or_promote_restores_every_alias(
     assert seen[1] == (third, {CHAMPION: third, PREVIOUS: second})  # moved, challenger used up
     assert current_aliases(client) == before
     assert "promoted_at" not in get_version(client, third).tags
+
+
+def test_a_champion_of_another_dataset_is_compared_once_rescored(
+    client: MlflowClient, model_dir: Path
+) -> None:
+    champion = register_tiny(client, model_dir, evaluation(0.95), dataset="old.dir")
+    promote(client, champion, POLICY)
+    challenger = register_tiny(client, model_dir, evaluation(0.90), dataset="new.dir")
+    assert champion_to_rescore(client, challenger, EXPERIMENT) == champion
+
+    refused = promote(client, challenger, POLICY)
+    assert not refused.promoted
+    assert any("re-score the champion" in reason for reason in _failed(refused.gate.reasons))
+
+    # The champion re-scored on the new dataset, as `registry.evaluate_model` records it: on the new
+    # (harder) test split it does worse than the challenger, which now passes.
+    run = client.create_run(
+        client.get_experiment_by_name(EXPERIMENT).experiment_id,
+        tags={
+            "dfguard.kind": "evaluation",
+            "dfguard.model_version": champion,
+            "dfguard.dataset_hash": "new.dir",
+            "dfguard.split": "test",
+        },
+    )
+    client.log_dict(run.info.run_id, evaluation(0.85), METRICS_ARTIFACT)
+    client.set_terminated(run.info.run_id)
+    assert champion_to_rescore(client, challenger, EXPERIMENT) is None
+    promoted = promote(client, challenger, POLICY)
+    assert promoted.promoted, promoted.gate.reasons
+    assert "pass: both measured on face dataset new.dir" in promoted.gate.reasons
+    assert (
+        "pass: video AUC 0.9000 vs champion 0.8500 (change +0.0500, tolerance 0.0050)"
+        in promoted.gate.reasons
+    )

@@ -1,5 +1,7 @@
 """`dfguard`: the engineers' command line. Each command is a thin shell over a plain function; each
-module of this package owns one group of commands and adds its own parsers."""
+module of this package owns one group of commands and adds its own parsers. Groups outside the library
+(the flows' commands, `pipelines.commands`) plug in through the `dfguard.commands` entry point, so the
+library does not depend on them."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
 
-from dfguard.cli import bench, data, detector, pipeline, registry, studies
+from dfguard.cli import bench, data, detector, registry, studies
 from dfguard.config import PARAMS_FILE
 
 log = logging.getLogger("dfguard")
@@ -25,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (pipeline, data, detector, studies, bench, registry):
-        group.add_commands(commands)
+    groups = [entry.load() for entry in entry_points(group="dfguard.commands")]
+    groups += [module.add_commands for module in (data, detector, studies, bench, registry)]
+    for add_commands in groups:
+        add_commands(commands)
     return parser
 
 

@@ -63,7 +63,14 @@ def _models_promote(args: argparse.Namespace) -> int:
     from dfguard.promotion import loadable, promote
 
     cfg, client = _registry_client(args)
-    result = promote(client, args.version, cfg.promotion, force=args.force, verify=loadable(client))
+    result = promote(
+        client,
+        args.version,
+        cfg.promotion,
+        force=args.force,
+        verify=loadable(client),
+        experiment=cfg.registry.experiment,
+    )
     print(f"gate for version {result.version}: {'passed' if result.gate.passed else 'failed'}")
     for reason in result.gate.reasons:
         print(f"  {reason}")

@@ -7,20 +7,29 @@ Typical use, from a flow or the CLI:
     run_id = log_model_run(client, model_dir, params=..., resolved_config=..., metrics=..., lineage=lineage)
     version = register(client, run_id, lineage)  # a ModelVersion, now the challenger
     promote(client, version.version, cfg.promotion)  # dfguard.promotion: the gate, then the aliases
-    folder = load(client, "models:/dfguard-detector@champion")  # then dfguard.models.load_detector(folder)
+    folder = load(client, CHAMPION_URI)  # then dfguard.models.load_detector(folder)
 """
 
 from dfguard.registry.aliases import (
     CHALLENGER,
     CHAMPION,
+    CHAMPION_URI,
     PREVIOUS,
     alias_transaction,
     current_aliases,
     move_alias,
 )
 from dfguard.registry.lineage import Lineage, collect_lineage, git_state, model_contract
-from dfguard.registry.loading import load
+from dfguard.registry.loading import load, resolve_version
 from dfguard.registry.model_files import model_digest
+from dfguard.registry.publish import (
+    Registered,
+    champion_to_rescore,
+    dataset_of,
+    evaluate_model,
+    evaluation_on,
+    register_challenger,
+)
 from dfguard.registry.runs import METRICS_ARTIFACT, MODEL_ARTIFACT, log_model_run
 from dfguard.registry.store import MODEL_NAME, configure, embedded_uri
 from dfguard.registry.versions import get_version, list_versions, register, version_metrics
@@ -28,16 +37,22 @@ from dfguard.registry.versions import get_version, list_versions, register, vers
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "CHAMPION_URI",
     "METRICS_ARTIFACT",
     "MODEL_ARTIFACT",
     "MODEL_NAME",
     "PREVIOUS",
     "Lineage",
+    "Registered",
     "alias_transaction",
+    "champion_to_rescore",
     "collect_lineage",
     "configure",
     "current_aliases",
+    "dataset_of",
     "embedded_uri",
+    "evaluate_model",
+    "evaluation_on",
     "get_version",
     "git_state",
     "list_versions",
@@ -47,5 +62,7 @@ __all__ = [
     "model_digest",
     "move_alias",
     "register",
+    "register_challenger",
+    "resolve_version",
     "version_metrics",
 ]

@@ -19,6 +19,8 @@ from dfguard.registry.store import MODEL_NAME
 log = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+# What serving and evaluation load by default: whichever version is the champion when they load.
+CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"
 
 
 def current_aliases(client: MlflowClient) -> dict[str, str]:

@@ -49,18 +49,25 @@ def _download(client: MlflowClient, artifact_uri: str, destination: Path, uri: s
     return Path(local)
 
 
-def _download_uri(client: MlflowClient, uri: str) -> str:
-    """Where a registered version's files are; resolved with `client`, where MLflow's own resolution of
-    `models:/` would use the process-wide registry URI."""
+def resolve_version(client: MlflowClient, uri: str) -> tuple[str, str]:
+    """(model name, version number) of a `models:/<name>@<alias>` or `models:/<name>/<version>` URI;
+    ValueError for any other URI or a version the registry does not have."""
     match = _MODELS_URI.match(uri)
     if match is None:
         raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    name = match["name"]
+    if not match["alias"]:
+        return match["name"], match["version"]
     try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(name, match["alias"]).version
-        else:
-            version = match["version"]
+        return match["name"], str(client.get_model_version_by_alias(match["name"], match["alias"]).version)
+    except MlflowException as err:
+        raise ValueError(f"{uri}: {err.message}") from err
+
+
+def _download_uri(client: MlflowClient, uri: str) -> str:
+    """Where a registered version's files are; resolved with `client`, where MLflow's own resolution of
+    `models:/` would use the process-wide registry URI."""
+    name, version = resolve_version(client, uri)
+    try:
         return client.get_model_version_download_uri(name, version)
     except MlflowException as err:
         raise ValueError(f"{uri}: {err.message}") from err

@@ -1,4 +1,6 @@
-"""The main job (`dfguard run`), the Prefect pipeline and its scheduled deployments."""
+"""`dfguard run` (the main job), `dfguard pipeline` and `dfguard flows`: the commands that run the Prefect
+flows. They plug into the CLI through the `dfguard.commands` entry point, so the library never imports
+the flows; prefect itself is imported only when one of them runs."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 from dfguard.cli.common import Commands, calibration_text, config_from, interval_text
 from dfguard.config import Config
+from dfguard.metrics import METRICS_NAME
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\n{title} summary ({summary_path}):")
         print(summary_path.read_text())
     print(f"Contact sheet: {Path(cfg.corpus.out_dir) / 'contact_sheet.jpg'}")
-    _print_evaluation(Path(cfg.evaluate.out_dir) / "metrics.json")
+    _print_evaluation(Path(cfg.evaluate.out_dir) / METRICS_NAME)
     _detect_held_out_clip(cfg)
     _print_pipeline(result, cfg)
     return 0
