@@ -188,3 +188,15 @@ def test_dvc_stage_lists_every_source_file_it_runs(stage: str) -> None:
     }
     missing = sorted(str(p.relative_to(ROOT)) for p in _code_closure(STAGE_ENTRIES[stage]) - covered)
     assert not missing, f"dvc.yaml stage {stage!r} does not list the source files it runs: {missing}"
+
+
+def test_the_library_imports_no_flows() -> None:
+    # The flows (pipelines/) are wiring over the library; the library, its CLI included, never needs them.
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "pipelines"]
+    assert not offenders

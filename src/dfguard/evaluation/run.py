@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from dfguard.calibration import UNCERTAIN
 from dfguard.config import EvaluateConfig, save_resolved
 from dfguard.inference.predictor import Predictor
 from dfguard.ingest.manifest import manifest_columns
@@ -100,7 +101,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     y, p = videos["target"].to_numpy(), videos["probability"].to_numpy()
-    decided = (videos["verdict"] != "UNCERTAIN").to_numpy()
+    decided = (videos["verdict"] != UNCERTAIN).to_numpy()
     metrics = {
         "split": cfg.split,
         "model": predictor.identity,

@@ -27,7 +27,7 @@ from scipy.special import expit
 from dfguard.calibration import FAKE, REAL, UNCERTAIN, Calibrator, MotionFusion
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.detector import FaceDetector
-from dfguard.faces.extract import build_detector, extract_faces, timed
+from dfguard.faces.extract import ExtractedFace, FrameRecord, MediaFaces, build_detector, extract_faces, timed
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
 from dfguard.faces.motion import video_drift
 from dfguard.media import MediaError, media_kind
@@ -273,68 +273,57 @@ class Predictor:
         with timed(seconds, "faces"), torch_threads(self.threads):
             media = extract_faces(frames, self._detector(), self.contract, indices, timestamps_s)
         if not media.faces:
-            too_small = any(record.status == FACE_TOO_SMALL for record in media.frames)
-            reason = (
-                f"faces smaller than {self.contract.min_face_px} px only"
-                if too_small
-                else "no face found in the sampled frames"
-            )
-            prediction = self._status(FACE_TOO_SMALL if too_small else NO_FACE, reason, seconds)
-            prediction.frames = [
-                FrameScore(r.frame_index, r.timestamp_s, r.status, None) for r in media.frames
-            ]
-            return prediction
+            return self._faceless(media, seconds)
+        crops = [face.crop for face in media.faces]
         with timed(seconds, "classify"), torch_threads(self.threads):
-            scores = self.score_crops([face.crop for face in media.faces])
-        logits = scores.logits
-        table = pd.DataFrame(
-            {
-                "video_id": 0,
-                "frame": [face.frame_index for face in media.faces],
-                "track_id": [face.track_id for face in media.faces],
-                "logit": logits,
-            }
-        )
+            scores = self.score_crops(crops)
+        table = _face_table(media.faces, scores.logits)
         with timed(seconds, "motion"):
-            drift = self.drift_of(table, [face.crop for face in media.faces])
+            drift = self.drift_of(table, crops)
         with timed(seconds, "classify"), torch_threads(self.threads):
             videos = self.video_logits(table, embeddings=scores.embeddings, drift=drift)
+        return self._judgement(media, scores, table, videos, seconds, source_scale)
+
+    def _faceless(self, media: MediaFaces, seconds: dict[str, float]) -> Prediction:
+        """The status of frames without a face the model can judge, with each frame's own status, so a
+        client sees whether faces were absent or only too small."""
+        too_small = any(record.status == FACE_TOO_SMALL for record in media.frames)
+        reason = (
+            f"faces smaller than {self.contract.min_face_px} px only"
+            if too_small
+            else "no face found in the sampled frames"
+        )
+        prediction = self._status(FACE_TOO_SMALL if too_small else NO_FACE, reason, seconds)
+        prediction.frames = [FrameScore(r.frame_index, r.timestamp_s, r.status, None) for r in media.frames]
+        return prediction
+
+    def _judgement(
+        self,
+        media: MediaFaces,
+        scores: FaceScores,
+        table: pd.DataFrame,
+        videos: pd.DataFrame,
+        seconds: dict[str, float],
+        source_scale: float,
+    ) -> Prediction:
+        """The verdict on the video's logit (`videos`, one row), with every face's and frame's score: each
+        is its own appearance with the video's motion evidence, so all are on the scale of the verdict."""
         video_logit = float(videos["logit"].iloc[0])
         video_drift_px = float(videos["drift"].iloc[0])
-        # A face's and a frame's scores: their own appearance with the video's motion evidence.
-        face_probs = self.calibrated(self.with_motion(logits, video_drift_px))
+        face_probs = self.calibrated(self.with_motion(scores.logits, video_drift_px))
         probability = float(self.calibrated(np.array([video_logit]))[0])
         # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
         frame_logits = table.groupby("frame", sort=True)["logit"].max()
         frame_probs = self.calibrated(self.with_motion(frame_logits.to_numpy(), video_drift_px))
-        by_frame = dict(zip(frame_logits.index, frame_probs, strict=True))
         threshold = self.calibrator.threshold if self.calibrator else 0.5
-        sides = frame_probs >= threshold
         return Prediction(
             verdict=self.verdict(probability),
             probability=round(probability, 6),
             logit=round(video_logit, 6),
-            frames=[
-                FrameScore(
-                    r.frame_index,
-                    round(r.timestamp_s, 3),
-                    r.status,
-                    round(float(by_frame[r.frame_index]), 6) if r.frame_index in by_frame else None,
-                )
-                for r in media.frames
-            ],
-            faces=[
-                FaceScore(
-                    face.frame_index,
-                    round(face.timestamp_s, 3),
-                    face.track_id,
-                    [round(float(v) / source_scale, 1) for v in face.face.box],
-                    round(float(p), 6),
-                )
-                for face, p in zip(media.faces, face_probs, strict=True)
-            ],
+            frames=_frame_scores(media.frames, dict(zip(frame_logits.index, frame_probs, strict=True))),
+            faces=_face_scores(media.faces, face_probs, source_scale),
             temporal_std=round(float(frame_probs.std()), 6),
-            flip_rate=round(float(np.mean(sides[1:] != sides[:-1])), 6) if len(sides) > 1 else 0.0,
+            flip_rate=_flip_rate(frame_probs >= threshold),
             drift=None if np.isnan(video_drift_px) else round(video_drift_px, 4),
             appearance_logit=round(float(videos["appearance_logit"].iloc[0]), 6) if self.motion else None,
             features=[round(float(v), 5) for v in scores.features.mean(axis=0)],
@@ -357,3 +346,53 @@ class Predictor:
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,
         )
+
+
+def _face_table(faces: list[ExtractedFace], logits: np.ndarray) -> pd.DataFrame:
+    """The faces of one video as the table `video_logits` and `drift_of` read (video_id 0), so a single
+    item is aggregated by the same code as a scored split."""
+    return pd.DataFrame(
+        {
+            "video_id": 0,
+            "frame": [face.frame_index for face in faces],
+            "track_id": [face.track_id for face in faces],
+            "logit": logits,
+        }
+    )
+
+
+def _frame_scores(frames: list[FrameRecord], by_frame: dict[int, float]) -> list[FrameScore]:
+    """Every sampled frame, scored or not: a frame without a face keeps its place (probability None),
+    so a client's timeline has no gaps."""
+    return [
+        FrameScore(
+            r.frame_index,
+            round(r.timestamp_s, 3),
+            r.status,
+            round(float(by_frame[r.frame_index]), 6) if r.frame_index in by_frame else None,
+        )
+        for r in frames
+    ]
+
+
+def _face_scores(
+    faces: list[ExtractedFace], probabilities: np.ndarray, source_scale: float
+) -> list[FaceScore]:
+    """Each face's score with its box in the client's file pixels (frames may have been shrunk by
+    `source_scale` when read), where a client draws it."""
+    return [
+        FaceScore(
+            face.frame_index,
+            round(face.timestamp_s, 3),
+            face.track_id,
+            [round(float(v) / source_scale, 1) for v in face.face.box],
+            round(float(p), 6),
+        )
+        for face, p in zip(faces, probabilities, strict=True)
+    ]
+
+
+def _flip_rate(sides: np.ndarray) -> float:
+    """The share of consecutive scored frames whose verdict side differs: a verdict that flips from
+    frame to frame rests on weak evidence even when its mean is far from the threshold."""
+    return round(float(np.mean(sides[1:] != sides[:-1])), 6) if len(sides) > 1 else 0.0

@@ -34,19 +34,26 @@ import numpy as np
 import pandas as pd
 
 from dfguard.calibration import UNCERTAIN
-from dfguard.calibration.stage import run_calibrate
+from dfguard.calibration.stage import CalibrateResult, run_calibrate
 from dfguard.config import Config
-from dfguard.evaluation.run import VIDEOS_NAME, breakdowns, clean_floats, evidence_aucs, run_evaluate
+from dfguard.evaluation.run import (
+    VIDEOS_NAME,
+    EvaluateResult,
+    breakdowns,
+    clean_floats,
+    evidence_aucs,
+    run_evaluate,
+)
+from dfguard.faces.dataset import CROPS_DIR
 from dfguard.faces.table import CONTRACT_NAME, FACES_NAME, read_faces
 from dfguard.ingest.splits import identity_components
 from dfguard.metrics import summary_metrics, threshold_metrics
 from dfguard.plots import plot_roc, plot_scores_by_group
-from dfguard.training.run import train_detector
+from dfguard.training.run import TrainResult, train_detector
 
 log = logging.getLogger(__name__)
 
 RESULT_NAME = "crossval.json"
-CROPS_NAME = "crops"
 # summary_metrics' entries that depend on one decision threshold: the pool has one per fold.
 THRESHOLD_KEYS = ("threshold", "accuracy", "precision", "recall", "f1", "tn", "fp", "fn", "tp")
 
@@ -135,10 +142,7 @@ def run_crossval(
     faces_dir = Path(cfg.train.faces_dir)
     faces = read_faces(faces_dir)
     manifest = pd.read_parquet(cfg.train.manifest_path)
-    video_fold = faces["video_id"].map(identity_folds(manifest, folds, seed))
-    if video_fold.isna().any():
-        missing = faces.loc[video_fold.isna(), "video_id"].nunique()
-        raise ValueError(f"{missing} videos of {faces_dir / FACES_NAME} are not in {cfg.train.manifest_path}")
+    video_fold = _video_folds(faces, manifest, folds, seed, faces_dir, cfg.train.manifest_path)
 
     tested, per_fold = [], []
     for fold in range(folds):
@@ -146,47 +150,15 @@ def run_crossval(
         splits = thin_training(
             fold_splits(video_fold, fold, folds), faces["video_id"], manifest, train_share, seed * 1000 + fold
         )
-        train_people = _people(manifest, faces.loc[splits == "train", "video_id"])
         fold_faces = _fold_faces(faces.assign(split=splits), faces_dir, fold_dir)
-        trained = train_detector(
-            dataclasses.replace(
-                cfg.train,
-                faces_dir=str(fold_faces),
-                out_dir=str(fold_dir / "model"),
-                checkpoint_dir=str(fold_dir / "checkpoints"),
-            ),
-            progress=progress,
-        )
-        calibrated = run_calibrate(
-            dataclasses.replace(
-                cfg.calibrate,
-                model_dir=str(trained.model_dir),
-                faces_dir=str(fold_faces),
-                out_dir=str(fold_dir / "calibrated"),
-                report_dir=str(fold_dir / "calibrate"),
-            ),
-            progress=progress,
-        )
-        evaluated = run_evaluate(
-            dataclasses.replace(
-                cfg.evaluate,
-                model_dir=str(calibrated.model_dir),
-                faces_dir=str(fold_faces),
-                manifest_path=cfg.train.manifest_path,
-                split="test",
-                out_dir=str(fold_dir / "evaluate"),
-            ),
-            progress=progress,
-        )
+        trained, calibrated, evaluated = _run_stages(cfg, fold_faces, fold_dir, progress)
         threshold = calibrated.calibrator.threshold
-        videos = pd.read_parquet(fold_dir / "evaluate" / VIDEOS_NAME).assign(
-            fold=fold + 1, threshold=threshold
-        )
+        videos = pd.read_parquet(evaluated.out_dir / VIDEOS_NAME).assign(fold=fold + 1, threshold=threshold)
         tested.append(videos)
         summary = {
             "fold": fold + 1,
             "test_identities": sorted(videos["identity"].astype(str).unique()),
-            "train_people": train_people,
+            "train_people": _people(manifest, faces.loc[splits == "train", "video_id"]),
             "videos": len(videos),
             "val_video_auc": trained.val_video_auc,
             "temperature": calibrated.calibrator.temperature,
@@ -198,13 +170,7 @@ def run_crossval(
             "train_seconds": round(trained.seconds, 1),
         }
         per_fold.append(summary)
-        log.info("fold %d/%d: %s", fold + 1, folds, summary)
-        if progress:
-            print(
-                f"fold {fold + 1}/{folds}: test video AUC {summary['test_video_auc']}, "
-                f"ECE {summary['test_video_ece']} ({len(summary['test_identities'])} people)",
-                flush=True,
-            )
+        _report_fold(summary, folds, progress)
 
     pooled = pd.concat(tested, ignore_index=True)
     metrics = {**_pooled_metrics(pooled, per_fold, cfg, folds, seed), "train_share": train_share}
@@ -213,6 +179,67 @@ def run_crossval(
     pooled.to_parquet(out / VIDEOS_NAME, index=False)
     _plots(pooled, out)
     return CrossvalResult(out, metrics)
+
+
+def _video_folds(
+    faces: pd.DataFrame, manifest: pd.DataFrame, folds: int, seed: int, faces_dir: Path, manifest_path: str
+) -> pd.Series:
+    """The fold of each face's video; raises ValueError when the manifest lacks some of the face
+    table's videos, whose people it could not keep out of their own test fold."""
+    video_fold = faces["video_id"].map(identity_folds(manifest, folds, seed))
+    if video_fold.isna().any():
+        missing = faces.loc[video_fold.isna(), "video_id"].nunique()
+        raise ValueError(f"{missing} videos of {faces_dir / FACES_NAME} are not in {manifest_path}")
+    return video_fold
+
+
+def _run_stages(
+    cfg: Config, fold_faces: Path, fold_dir: Path, progress: bool
+) -> tuple[TrainResult, CalibrateResult, EvaluateResult]:
+    """The pipeline's own train, calibrate and evaluate stages on one fold's face table, with the main
+    config's settings and only the fold's paths changed, so the pooled figure measures what ships."""
+    trained = train_detector(
+        dataclasses.replace(
+            cfg.train,
+            faces_dir=str(fold_faces),
+            out_dir=str(fold_dir / "model"),
+            checkpoint_dir=str(fold_dir / "checkpoints"),
+        ),
+        progress=progress,
+    )
+    calibrated = run_calibrate(
+        dataclasses.replace(
+            cfg.calibrate,
+            model_dir=str(trained.model_dir),
+            faces_dir=str(fold_faces),
+            out_dir=str(fold_dir / "calibrated"),
+            report_dir=str(fold_dir / "calibrate"),
+        ),
+        progress=progress,
+    )
+    evaluated = run_evaluate(
+        dataclasses.replace(
+            cfg.evaluate,
+            model_dir=str(calibrated.model_dir),
+            faces_dir=str(fold_faces),
+            manifest_path=cfg.train.manifest_path,
+            split="test",
+            out_dir=str(fold_dir / "evaluate"),
+        ),
+        progress=progress,
+    )
+    return trained, calibrated, evaluated
+
+
+def _report_fold(summary: dict[str, Any], folds: int, progress: bool) -> None:
+    """A fold's figures as it ends: a study runs for hours, and a bad fold is worth stopping early for."""
+    log.info("fold %d/%d: %s", summary["fold"], folds, summary)
+    if progress:
+        print(
+            f"fold {summary['fold']}/{folds}: test video AUC {summary['test_video_auc']}, "
+            f"ECE {summary['test_video_ece']} ({len(summary['test_identities'])} people)",
+            flush=True,
+        )
 
 
 def _people(manifest: pd.DataFrame, video_ids: pd.Series) -> int:
@@ -228,10 +255,10 @@ def _fold_faces(faces: pd.DataFrame, source: Path, fold_dir: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     faces.to_parquet(folder / FACES_NAME, index=False)
     shutil.copyfile(source / CONTRACT_NAME, folder / CONTRACT_NAME)
-    link = folder / CROPS_NAME
+    link = folder / CROPS_DIR
     if link.is_symlink() or link.exists():
         link.unlink()
-    os.symlink((source / CROPS_NAME).resolve(), link, target_is_directory=True)
+    os.symlink((source / CROPS_DIR).resolve(), link, target_is_directory=True)
     return folder
 
 
@@ -240,7 +267,11 @@ def _pooled_metrics(
 ) -> dict[str, Any]:
     """Metrics of every fold's held-out videos together. Each fold's probabilities are calibrated on its
     own validation people, so ranking and calibration figures pool them as they are; the decisions
-    (accuracy, precision, recall, counts, the UNCERTAIN share) are each fold's own, at its threshold."""
+    (accuracy, precision, recall, counts, the UNCERTAIN share) are each fold's own, at its threshold.
+
+    Study-specific, not `run_evaluate`'s metrics: that stage scores one model at one threshold, while
+    the pool holds one threshold per fold. The pieces that do not depend on a threshold are the stage's
+    own (`dfguard.metrics`, `breakdowns`, `evidence_aucs`, `clean_floats`)."""
     aucs = np.array([f["test_video_auc"] for f in per_fold], dtype=np.float64)
     y, p = pooled["target"].to_numpy(), pooled["probability"].to_numpy()
     called_fake = (p >= pooled["threshold"].to_numpy()).astype(np.float64)
@@ -258,6 +289,7 @@ def _pooled_metrics(
         "decided_accuracy": round(float(np.mean(called_fake[decided] == y[decided])), 6)
         if decided.any()
         else None,
+        # Per-group decisions at 0.5: the pool has no single calibrated threshold (see above).
         **breakdowns(pooled, 0.5),
         **evidence_aucs(pooled),  # raw logits and drifts pooled as they are, uncalibrated
         "fold_auc_mean": round(float(np.nanmean(aucs)), 6),
@@ -267,6 +299,9 @@ def _pooled_metrics(
 
 
 def _plots(pooled: pd.DataFrame, out: Path) -> None:
+    """One ROC curve per fold and the pool's, and the scores by person: study-specific, as each fold's
+    own evaluation already draws its curves per method (`run_evaluate`); the spread between folds and
+    the pool is what only the study shows."""
     curves = {
         f"fold {fold}": (videos["target"].to_numpy(), videos["probability"].to_numpy())
         for fold, videos in pooled.groupby("fold")

@@ -135,7 +135,41 @@ def train_detector(
     if val_faces["target"].nunique() < 2:
         raise ValueError("the validation split needs real and fake faces to select a model on")
     contract = read_contract(cfg.faces_dir)
+    run, loader = _start_optimisation(cfg, train_faces, contract.margin, device, use_amp)
+    criterion = loss_function(cfg.loss, cfg.focal_gamma)
+    checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
+    state = _resumed_state(cfg, run, checkpoint_dir)
 
+    while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
+        epoch = state["epoch"]
+        record, metrics = _run_epoch(cfg, run, loader, criterion, val_faces, epoch, device, use_amp, progress)
+        state["history"].append(record)
+        log.info("epoch %d: %s", epoch + 1, record)
+        _select(state, metrics, run.judged)
+        save_checkpoint(checkpoint_dir, {**state, **run.state_dict()})
+        if on_epoch_end is not None:
+            on_epoch_end(record, run.judged)
+
+    run.model.load_state_dict(state["best_model"])
+    seconds = time.perf_counter() - started
+    best = state["best"]
+    _save_trained(run.model, cfg, contract, state, seconds, device)
+    return TrainResult(
+        Path(cfg.out_dir),
+        best["epoch"],
+        best["val_video_auc"],
+        best["val_frame_auc"],
+        state["epoch"],
+        seconds,
+    )
+
+
+def _start_optimisation(
+    cfg: TrainConfig, train_faces: pd.DataFrame, margin: float, device: str, use_amp: bool
+) -> tuple[_Optimisation, DataLoader]:
+    """The model, its adversary, optimiser, schedule and loader, built in one fixed order: each
+    initialisation draws from the seeded generator, so the order is part of what makes a run
+    reproducible."""
     model = _build_model(cfg)
     if cfg.init_from:
         start_from(model, cfg.init_from)
@@ -150,7 +184,7 @@ def train_detector(
         ],
         weight_decay=cfg.weight_decay,
     )
-    loader = _training_loader(cfg, train_faces, people, model, contract.margin, device)
+    loader = _training_loader(cfg, train_faces, people, model, margin, device)
     run = _Optimisation(
         model,
         optimizer,
@@ -159,67 +193,74 @@ def train_detector(
         WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
         adversary,
     )
-    criterion = loss_function(cfg.loss, cfg.focal_gamma)
+    return run, loader
 
-    checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
-    state = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
+
+def _resumed_state(cfg: TrainConfig, run: _Optimisation, checkpoint_dir: Path) -> dict[str, Any]:
+    """The selection state (epochs done, history, best so far, epochs without improvement), restored
+    with `run` from the last checkpoint when `cfg.resume` asks for it, so a resumed run selects as an
+    uninterrupted one would."""
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
     saved = load_checkpoint(checkpoint_dir) if cfg.resume else None
     if saved is not None:
         run.load_state_dict(saved)
         state = {k: saved[k] for k in state}
         log.info("resuming after epoch %d from %s", state["epoch"], checkpoint_dir)
+    return state
 
-    while state["epoch"] < cfg.epochs and state["stale"] < cfg.patience:
-        epoch = state["epoch"]
-        freeze_backbone(model, epoch < cfg.frozen_epochs)
-        loader.sampler.epoch = epoch
-        epoch_started = time.perf_counter()
-        bar = tqdm(
-            total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress
-        )
-        losses = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight)
-        train_loss = losses["train_loss"]
-        bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
-        metrics = validation_metrics(run.judged, val_faces, device)
-        bar.set_postfix(
-            loss=f"{train_loss:.3f}",
-            val_video_auc=metrics["val_video_auc"],
-            val_frame_auc=metrics["val_frame_auc"],
-        )
-        bar.close()
-        record = {
-            "epoch": epoch + 1,
-            **losses,
-            **metrics,
-            "lr": optimizer.param_groups[0]["lr"],
-            "frozen": epoch < cfg.frozen_epochs,
-            "seconds": round(time.perf_counter() - epoch_started, 1),
-        }
-        state["history"].append(record)
-        log.info("epoch %d: %s", epoch + 1, record)
-        if state["best"] is None or _better(metrics, state["best"]):
-            state["best"] = {**metrics, "epoch": epoch + 1}
-            state["best_model"] = {k: v.detach().cpu().clone() for k, v in run.judged.state_dict().items()}
-            state["stale"] = 0
-        else:
-            state["stale"] += 1
-        state["epoch"] = epoch + 1
-        save_checkpoint(checkpoint_dir, {**state, **run.state_dict()})
-        if on_epoch_end is not None:
-            on_epoch_end(record, run.judged)
 
-    model.load_state_dict(state["best_model"])
-    seconds = time.perf_counter() - started
-    best = state["best"]
-    _save_trained(model, cfg, contract, state, seconds, device)
-    return TrainResult(
-        Path(cfg.out_dir),
-        best["epoch"],
-        best["val_video_auc"],
-        best["val_frame_auc"],
-        state["epoch"],
-        seconds,
+def _run_epoch(
+    cfg: TrainConfig,
+    run: _Optimisation,
+    loader: DataLoader,
+    criterion: torch.nn.Module,
+    val_faces: pd.DataFrame,
+    epoch: int,
+    device: str,
+    use_amp: bool,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train one epoch (0-based `epoch`) and validate what is judged; returns the epoch's record for
+    the history and its validation metrics, which selection compares. One bar shows both, so the
+    operator sees the loss and the validation figures of an epoch on one line."""
+    frozen = epoch < cfg.frozen_epochs
+    freeze_backbone(run.model, frozen)
+    loader.sampler.epoch = epoch
+    epoch_started = time.perf_counter()
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
+    losses = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight)
+    train_loss = losses["train_loss"]
+    bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
+    metrics = validation_metrics(run.judged, val_faces, device)
+    bar.set_postfix(
+        loss=f"{train_loss:.3f}",
+        val_video_auc=metrics["val_video_auc"],
+        val_frame_auc=metrics["val_frame_auc"],
     )
+    bar.close()
+    record = {
+        "epoch": epoch + 1,
+        **losses,
+        **metrics,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "frozen": frozen,
+        "seconds": round(time.perf_counter() - epoch_started, 1),
+    }
+    return record, metrics
+
+
+def _select(state: dict[str, Any], metrics: dict[str, float], judged: Detector) -> None:
+    """Record an epoch in `state`: a copy of `judged`'s weights when its `metrics` beat the best so
+    far, else one more epoch towards `patience`. The copy is detached and on the CPU, so later steps
+    neither change it nor hold it in accelerator memory."""
+    epoch = state["epoch"]
+    if state["best"] is None or _better(metrics, state["best"]):
+        state["best"] = {**metrics, "epoch": epoch + 1}
+        state["best_model"] = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
+        state["stale"] = 0
+    else:
+        state["stale"] += 1
+    state["epoch"] = epoch + 1
 
 
 def _training_loader(
