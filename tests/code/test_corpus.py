@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from dfguard.corpus.build import plan_clips, swap_groups
 from dfguard.corpus.identities import Identity
 from dfguard.corpus.manipulate import colour_transfer, face_oval_mask, face_swap, self_blend
 from dfguard.corpus.render import render_pair
+from dfguard.corpus.sources import SOURCES_INDEX
 from dfguard.faces.detector import FaceDetector
 from dfguard.media import probe_media
 
@@ -146,3 +151,31 @@ def test_render_pair_writes_matching_real_and_fake_clips(
         assert faces, rel
         centre = (faces[0].box[:2] + faces[0].box[2:]) / 2
         assert np.abs(centre - (expected[:2] + expected[2:]) / 2).max() < 0.2 * (expected[3] - expected[1])
+
+
+_DETECT = """
+import json, sys
+import cv2
+from dfguard.faces.detector import FaceDetector
+faces = FaceDetector(min_face_px=40, exact=sys.argv[2] == "exact").detect(cv2.imread(sys.argv[1]))
+print(json.dumps([[float(v) for v in [*f.box, *f.landmarks.ravel()]] for f in faces]))
+"""
+
+
+def _faces_under(isa: str, photo: Path, mode: str) -> list[list[float]]:
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa}
+    done = subprocess.run(
+        [sys.executable, "-c", _DETECT, str(photo), mode], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_the_corpus_sees_the_same_faces_on_any_cpu(sources_dir: Path) -> None:
+    # oneDNN picks its convolution kernels by the CPU's vector width; capping it at AVX2 on this machine
+    # stands in for a host without AVX-512. The corpus's detections (float64) must not move; float32
+    # ones do where this CPU has AVX-512, which is what made every host render its own corpus.
+    photo = sources_dir / json.loads((sources_dir / SOURCES_INDEX).read_text())["photos"][0]["file"]
+    exact = _faces_under("ALL", photo, "exact")
+    assert exact and exact == _faces_under("AVX2", photo, "exact")
+    if "avx512f" in Path("/proc/cpuinfo").read_text():
+        assert _faces_under("ALL", photo, "float32") != _faces_under("AVX2", photo, "float32")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from dfguard.corpus.sources import SOURCES_INDEX
 from dfguard.faces.detector import Face, FaceDetector
@@ -16,6 +17,9 @@ log = logging.getLogger(__name__)
 
 # Group photos have small false detections (patterns, hands); a real face scores near 1.
 MIN_SOURCE_SCORE = 0.95
+# The faces found are rounded to this many decimals (of a pixel): a float64 detection that differs in
+# its last bits on another CPU then still gives the same corpus, unless it straddles a rounding step.
+SOURCE_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,20 @@ def find_identities(
     every face large enough becomes its own identity, named after the photo and its left-to-right rank.
     """
     index = json.loads((sources_dir / SOURCES_INDEX).read_text())
-    detector = detector or FaceDetector(min_face_px=min(min_face_px, 40))
+    # Exact (float64): every render of the corpus derives from these landmarks, and float32 MTCNN moves
+    # them between CPUs, so another host rendered another corpus and re-trained every model.
+    detector = detector or FaceDetector(min_face_px=min(min_face_px, 40), exact=True)
     by_name: dict[str, list[Appearance]] = {}
     for photo in index["photos"]:
         image = cv2.imread(str(sources_dir / photo["file"]))
         if image is None:
             log.warning("source photo %s is unreadable; skipped", photo["file"])
             continue
-        faces = [f for f in detector.detect(image) if f.score >= MIN_SOURCE_SCORE and f.height >= min_face_px]
+        faces = [
+            _rounded(f)
+            for f in detector.detect(image)
+            if f.score >= MIN_SOURCE_SCORE and f.height >= min_face_px
+        ]
         if not faces:
             log.warning("no face of at least %d px in %s; skipped", min_face_px, photo["file"])
             continue
@@ -57,3 +67,11 @@ def find_identities(
         for rank, face in enumerate(sorted(faces, key=lambda f: float(f.box[0]))):
             by_name[f"{stem}-p{rank}"] = [Appearance(photo["file"], face)]
     return [Identity(name, tuple(apps)) for name, apps in sorted(by_name.items())]
+
+
+def _rounded(face: Face) -> Face:
+    return Face(
+        np.round(face.box, SOURCE_DECIMALS),
+        np.round(face.landmarks, SOURCE_DECIMALS),
+        round(face.score, SOURCE_DECIMALS),
+    )

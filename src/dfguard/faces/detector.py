@@ -46,6 +46,8 @@ class FaceDetector:
     frame. MTCNN's cost is its image pyramid and the candidate windows it crops and scores, which
     grow with the frame's area; shrinking keeps the guarantee "every face of at least `min_face_px`
     is searched for" at any resolution while a 1080p frame costs about what a 360p frame does.
+
+    `exact` runs MTCNN in float64, so that the same image gives the same faces on every x86-64 CPU.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class FaceDetector:
         device: str | None = None,
         detect_face_px: int | None = None,
         channels_last: bool = False,
+        exact: bool = False,
     ) -> None:
         if detect_face_px is not None and detect_face_px < MTCNN_WINDOW_PX:
             raise ValueError(f"detect_face_px must be at least {MTCNN_WINDOW_PX}, got {detect_face_px}")
@@ -74,6 +77,12 @@ class FaceDetector:
             # nets, but round differently (landmarks move by ~1e-4 px): opt-in, so the corpus builder's
             # detections, and with them the corpus bytes its DVC lock records, stay as they were.
             self._mtcnn.to(memory_format=torch.channels_last)
+        if exact:
+            # float64, for results that must not depend on the CPU (the demo corpus's bytes): in float32,
+            # oneDNN's AVX2 and AVX-512 convolution kernels round differently and move landmarks by
+            # ~2.4e-4 px; in float64 the two agreed to the last bit on every photo checked, at about 8x
+            # the time (a minute for the corpus's 17 photos).
+            self._mtcnn.double()
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in one BGR image, largest first."""
