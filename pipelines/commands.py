@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"source skipped: {skipped['source']}: {skipped['reason']}")
     track_raw_data()
     result = _run_pipeline(args)
+    _say_if_corpus_differs(cfg)
     for title, summary_path in (
         ("Manifest", Path(cfg.ingest.out_dir) / "summary.json"),
         ("Face dataset", Path(cfg.extract.out_dir) / "summary.json"),
@@ -36,6 +37,21 @@ def _run(args: argparse.Namespace) -> int:
     _detect_held_out_clip(cfg)
     _print_pipeline(result, cfg)
     return 0
+
+
+def _say_if_corpus_differs(cfg: Config) -> None:
+    """The committed figures (docs/results.md) were measured on the committed corpus: say so plainly
+    when this machine rendered another one, which re-trained every model."""
+    from dfguard.versioning import committed_output_hash, output_hash
+
+    committed, rendered = committed_output_hash(cfg.corpus.out_dir), output_hash(cfg.corpus.out_dir)
+    if committed and rendered and committed != rendered:
+        print(
+            f"NOTE: this machine rendered a different demo corpus ({rendered}) than the committed one "
+            f"({committed}): every stage after it re-ran, and the figures differ from docs/results.md. "
+            "Please report it with `python -c 'import cv2, torch; print(cv2.getCPUFeaturesLine(), "
+            "torch.backends.cpu.get_cpu_capability())'`."
+        )
 
 
 def _run_pipeline(args: argparse.Namespace) -> dict:

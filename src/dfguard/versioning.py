@@ -62,8 +62,22 @@ def output_hash(path: str, root: Path = Path()) -> str | None:
     lock_path = root / LOCK_FILE
     if not lock_path.is_file():
         return None
+    return _lock_output(lock_path.read_text(), path)
+
+
+def committed_output_hash(path: str, root: Path = Path()) -> str | None:
+    """The md5 the committed dvc.lock (git's HEAD) records for a stage output; None outside a git
+    checkout or when it records none. Beside `output_hash`, it tells whether this checkout's run
+    reproduced the committed output or made another."""
+    shown = subprocess.run(
+        ["git", "show", f"HEAD:{LOCK_FILE}"], cwd=root, text=True, capture_output=True, check=False
+    )
+    return _lock_output(shown.stdout, path) if shown.returncode == 0 else None
+
+
+def _lock_output(lock_text: str, path: str) -> str | None:
     wanted = Path(path).as_posix().rstrip("/")
-    for stage in (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {}).values():
+    for stage in (yaml.safe_load(lock_text) or {}).get("stages", {}).values():
         for out in stage.get("outs", []):
             if Path(out["path"]).as_posix().rstrip("/") == wanted:
                 return out.get("md5")
