@@ -1,4 +1,5 @@
-"""Detection metrics as plain numpy functions of `labels` (1 = fake, 0 = real) and scores.
+"""Detection metrics as functions of `labels` (1 = fake, 0 = real) and scores: scikit-learn's, behind
+the checks and conventions the stages rely on, and those it lacks (EER, ECE and its floor, intervals).
 
 Scores are fake probabilities (or any score where larger means "more likely fake"; only the
 probability-based metrics, log-loss, Brier and ECE, need true probabilities). A prediction is FAKE
@@ -13,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as sk
 
 # The file each stage writes its figures to (calibrate, evaluate), the registry logs and the promotion gate
 # reads back.
@@ -43,36 +45,35 @@ def roc_curve(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndar
     start at threshold +inf. Tied scores form one point: a threshold cannot split them."""
     y, s = _inputs(labels, scores)
     _both_classes(y, "a ROC curve")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tps = np.cumsum(y)[last_of_tie]
-    fps = last_of_tie + 1 - tps
-    fpr = np.r_[0.0, fps / (y.size - y.sum())]
-    tpr = np.r_[0.0, tps / y.sum()]
-    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+    return sk.roc_curve(y, s, drop_intermediate=False)
 
 
 def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC curve: the chance a random fake scores above a random real, ties counting
-    one half (trapezoids over the tie-grouped curve give exactly that)."""
+    one half (trapezoids over the tie-grouped curve give exactly that).
+
+    `sklearn.metrics.auc` over the full curve rather than `roc_auc_score`, which integrates a thinned
+    curve and so can differ in the last bit: training rounds this AUC to 4 digits to pick its epoch,
+    and a value such as 17/32 lies exactly on a rounding boundary."""
     fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.trapezoid(tpr, fpr))
+    return float(sk.auc(fpr, tpr))
 
 
 def precision_recall_curve(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(precision, recall, thresholds) at each distinct score from the highest down."""
     y, s = _inputs(labels, scores)
-    fpr, tpr, thresholds = roc_curve(y, s)
-    tps = tpr[1:] * y.sum()
-    fps = fpr[1:] * (y.size - y.sum())
-    return tps / (tps + fps), tpr[1:], thresholds[1:]
+    _both_classes(y, "a ROC curve")
+    # scikit-learn's order is the reverse (lowest threshold first), with a (precision 1, recall 0)
+    # end point that has no threshold; it is dropped here.
+    precision, recall, thresholds = sk.precision_recall_curve(y, s)
+    return precision[-2::-1], recall[-2::-1], thresholds[::-1]
 
 
 def average_precision(labels: ArrayLike, scores: ArrayLike) -> float:
-    """Sum over thresholds of (recall gain) x precision, the step-wise area (as scikit-learn's)."""
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """Sum over thresholds of (recall gain) x precision, the step-wise area."""
+    y, s = _inputs(labels, scores)
+    _both_classes(y, "a ROC curve")
+    return float(sk.average_precision_score(y, s))
 
 
 def equal_error_rate(labels: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
@@ -95,8 +96,7 @@ def equal_error_rate(labels: ArrayLike, scores: ArrayLike) -> tuple[float, float
 def confusion_matrix(labels: ArrayLike, scores: ArrayLike, threshold: float = 0.5) -> np.ndarray:
     """[[TN, FP], [FN, TP]] with FAKE predicted when score >= threshold."""
     y, s = _inputs(labels, scores)
-    predicted = (s >= threshold).astype(np.int64)
-    return np.bincount(2 * y + predicted, minlength=4).reshape(2, 2)
+    return sk.confusion_matrix(y, (s >= threshold).astype(np.int64), labels=[0, 1])
 
 
 def threshold_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float = 0.5) -> dict[str, float]:
@@ -120,12 +120,12 @@ def threshold_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float = 0
 def log_loss(labels: ArrayLike, probabilities: ArrayLike) -> float:
     y, p = _inputs(labels, probabilities)
     p = np.clip(p, PROBABILITY_EPS, 1 - PROBABILITY_EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    return float(sk.log_loss(y, p, labels=[0, 1]))
 
 
 def brier_score(labels: ArrayLike, probabilities: ArrayLike) -> float:
     y, p = _inputs(labels, probabilities)
-    return float(np.mean((p - y) ** 2))
+    return float(sk.brier_score_loss(y, p, labels=[0, 1]))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dfguard.metrics import (
@@ -20,8 +21,10 @@ from dfguard.metrics import (
     expected_calibration_error,
     log_loss,
     metrics_by_group,
+    precision_recall_curve,
     reliability_data,
     roc_auc,
+    roc_curve,
     summary_metrics,
     threshold_metrics,
 )
@@ -48,6 +51,27 @@ def test_auc_and_ap_match_scikit_learn_on_random_scores() -> None:
 def test_average_precision_hand_case() -> None:
     # Ranked fake, real, fake: precision 1 at recall 1/2, then 2/3 at recall 1.
     assert average_precision([1, 0, 1], [0.9, 0.8, 0.7]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+
+
+def test_roc_curve_keeps_every_distinct_score_and_starts_at_infinity() -> None:
+    # scikit-learn's default would drop the collinear points at 0.9 and 0.3; the EER interpolates
+    # between neighbouring points, so every one is kept.
+    fpr, tpr, thresholds = roc_curve([1, 1, 0, 0], [0.9, 0.8, 0.3, 0.2])
+    np.testing.assert_array_equal(fpr, [0, 0, 0, 0.5, 1])
+    np.testing.assert_array_equal(tpr, [0, 0.5, 1, 1, 1])
+    np.testing.assert_array_equal(thresholds, [np.inf, 0.9, 0.8, 0.3, 0.2])
+    fpr, tpr, thresholds = roc_curve([0, 1, 0, 1], [0.1, 0.5, 0.5, 0.9])  # the tie is one point
+    np.testing.assert_array_equal(fpr, [0, 0, 0.5, 1])
+    np.testing.assert_array_equal(tpr, [0, 0.5, 1, 1])
+
+
+def test_precision_recall_curve_runs_from_the_highest_threshold_without_an_end_point() -> None:
+    # Ranked fake, real, fake: one point per score, highest first (scikit-learn's own order is the
+    # reverse, and it appends a (precision 1, recall 0) point that has no threshold).
+    precision, recall, thresholds = precision_recall_curve([1, 0, 1], [0.9, 0.8, 0.7])
+    np.testing.assert_allclose(precision, [1, 1 / 2, 2 / 3])
+    np.testing.assert_array_equal(recall, [0.5, 0.5, 1])
+    np.testing.assert_array_equal(thresholds, [0.9, 0.8, 0.7])
 
 
 def test_eer_separable() -> None:
@@ -85,6 +109,8 @@ def test_log_loss_and_brier() -> None:
     assert log_loss([1, 0], [0.9, 0.2]) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
     assert brier_score([1, 0], [0.9, 0.2]) == pytest.approx((0.01 + 0.04) / 2)
     assert math.isfinite(log_loss([1], [0.0]))  # clipped, not infinite
+    # at 1e-7, not at scikit-learn's float epsilon
+    assert log_loss([1, 0], [0.0, 1.0]) == pytest.approx(-math.log(1e-7))
 
 
 def test_ece_hand_made_two_bins() -> None:
@@ -128,6 +154,20 @@ def test_reliability_data_uses_15_equal_bins_and_keeps_one() -> None:
     assert data.counts[0] == 1 and data.counts[7] == 1 and data.counts[14] == 1  # 1.0 in the last bin
     assert np.isnan(data.mean_probability[1])
     assert expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.0
+
+
+def test_reliability_data_agrees_with_scikit_learn_inside_bins_and_keeps_its_edges() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 400)
+    probabilities = rng.random(400) ** 2
+    data = reliability_data(labels, probabilities)
+    fraction, mean = calibration_curve(labels, probabilities, n_bins=15)
+    filled = data.counts > 0
+    np.testing.assert_allclose(data.fake_fraction[filled], fraction, rtol=1e-12)
+    np.testing.assert_allclose(data.mean_probability[filled], mean, rtol=1e-12)
+    # A probability on an edge opens its bin: 0.3 is in [0.3, 0.4). scikit-learn's linspace edge is
+    # 0.30000000000000004 and puts it in the bin below, so the binning here is kept.
+    assert reliability_data([1], [0.3], n_bins=10).counts[3] == 1
 
 
 def test_one_class_raises_for_ranking_metrics_and_summary_gives_nan() -> None:
