@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from dfguard.calibration import fit_motion_fusion
+from dfguard.calibration.fusion import DRIFT_FLOOR
 from dfguard.calibration.stage import CalibrateResult, run_calibrate
 from dfguard.config import CalibrateConfig, EvaluateConfig
 from dfguard.evaluation.run import run_evaluate
@@ -117,6 +119,26 @@ def test_fusion_weights_the_evidence_that_separates_and_stays_finite() -> None:
     # An item without motion (a photo) gets the validation videos' mean log drift.
     assert fusion.fuse(np.array([0.5]), np.array([np.nan]))[0] == pytest.approx(
         fusion.appearance_weight * 0.5 + fusion.drift_weight * fusion.missing_log_drift + fusion.bias
+    )
+
+
+@pytest.mark.parametrize(("seed", "l2"), [(0, 1.0), (1, 0.1), (2, 10.0)])
+def test_fusion_is_scikit_learns_penalised_logistic_regression(seed: int, l2: float) -> None:
+    # Penalty 0.5 * l2 * ||w||^2 on the standardised weights, intercept free, added to the summed
+    # log-loss: scikit-learn's objective with C = 1 / l2. Seed 0: the drift separates the classes.
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], 24)
+    logits = rng.normal(0, 1, 48) + 0.5 * labels
+    drift = rng.uniform(0.05, 0.3, 48) + rng.uniform(0.7 if seed == 0 else 0, 1.5, 48) * labels
+    fusion = fit_motion_fusion(logits, drift, labels, l2=l2)
+    x = np.column_stack([logits, np.log(drift + DRIFT_FLOOR)])
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    model = LogisticRegression(C=1 / l2, tol=1e-10, max_iter=10_000).fit((x - mean) / std, labels)
+    weights = model.coef_[0] / std
+    expected = [*weights, model.intercept_[0] - weights @ mean]
+    # The fit here stops near the optimum (L-BFGS-B on finite differences), not at it.
+    np.testing.assert_allclose(
+        [fusion.appearance_weight, fusion.drift_weight, fusion.bias], expected, rtol=1e-3
     )
 
 
