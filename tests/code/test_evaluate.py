@@ -69,14 +69,16 @@ def test_calibrate_writes_a_deployable_copy_with_its_report(
     config = json.loads((calibrated / "config.json").read_text())
     source = json.loads((model_dir / "config.json").read_text())
     assert "calibration" not in source, "the trained model is left as it was"
-    assert {k: v for k, v in config.items() if k != "calibration"} == source
+    assert {k: v for k, v in config.items() if k not in ("calibration", "photo_calibration")} == source
     predictor = Predictor(calibrated)
+    assert predictor.photo_calibrator is not None
+    assert predictor.photo_calibrator.temperature == config["photo_calibration"]["temperature"]
     assert (
         predictor.calibrator is not None
         and predictor.calibrator.temperature == config["calibration"]["temperature"]
     )
     report = json.loads((tmp_path / "calibration-report" / "metrics.json").read_text())
-    assert report.keys() >= {"ece_before", "ece_after", "temperature", "threshold", "margin"}
+    assert report.keys() >= {"ece_before", "ece_after", "temperature", "threshold", "margin", "photo"}
     assert (tmp_path / "calibration-report" / "reliability_validation.png").stat().st_size > 0
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from scipy.special import expit
 
-from dfguard.calibration import UNCERTAIN, Calibrator
+from dfguard.calibration import UNCERTAIN, Calibrator, MotionFusion
 from dfguard.config import ExtractConfig
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.faces.frames import read_sampled
@@ -109,7 +109,10 @@ def test_an_animated_gif_and_an_iphone_photo_are_judged_like_a_video_and_a_photo
     assert [f.timestamp_s for f in judged.frames] == pytest.approx([0.05 * i for i in range(8)])
     original = predictor.predict(inference_media / "face.mp4")
     assert len(judged.faces) == len(original.faces) == 8
-    assert np.allclose([f.box for f in judged.faces], [f.box for f in original.faces], atol=4)
+    # The GIF's 256-colour palette moves MTCNN's box edges by a few pixels (up to 4.4 of a ~100 px face
+    # here); a frame read out of place or at the wrong scale moves them far more.
+    offsets = np.abs(np.subtract([f.box for f in judged.faces], [f.box for f in original.faces]))
+    assert offsets.mean() < 2 and offsets.max() < 6, offsets
     upload = predictor.predict_bytes(gif.read_bytes(), "reaction.GIF")
     assert upload.probability == pytest.approx(judged.probability, abs=1e-6)
 
@@ -187,6 +190,46 @@ def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
     )
     assert calibrated_with(scaled - 0.2).predict(inference_media / "face.mp4").verdict == "FAKE"
     assert calibrated_with(min(scaled + 0.2, 0.999)).predict(inference_media / "face.mp4").verdict == "REAL"
+
+
+def _calibrator(temperature: float, threshold: float) -> dict[str, object]:
+    return dataclasses.asdict(
+        Calibrator(temperature, threshold, 0.05, 0.95, True, 10, 0.1, 0.05, 0.5, 0.4, 0.1, 0.95)
+    )
+
+
+def test_a_photo_is_judged_on_the_photo_calibration_not_on_video_statistics(
+    trained_detector: tuple[Path, Path], inference_media: Path, tmp_path: Path
+) -> None:
+    # The video calibration expects a fused motion logit; a photo has no motion, and is judged by its
+    # appearance on the calibration fitted for photos (its own temperature and threshold).
+    raw = Predictor(trained_detector[1]).predict(inference_media / "portrait.png")
+    fusion = MotionFusion(appearance_weight=0.5, drift_weight=2.0, bias=-1.0, missing_log_drift=-2.0)
+    photo_threshold = float(expit(raw.logit / 0.5)) - 0.2  # the photo's appearance is FAKE on it
+    model = _with_config(
+        trained_detector[1],
+        tmp_path / "calibrated",
+        calibration=_calibrator(2.0, 0.999),  # nothing is FAKE on the video calibration
+        photo_calibration=_calibrator(0.5, photo_threshold),
+        motion=dataclasses.asdict(fusion),
+    )
+    predictor = Predictor(model)
+    photo = predictor.predict(inference_media / "portrait.png")
+    assert photo.calibration == "photo" and photo.drift is None
+    assert photo.logit == pytest.approx(raw.logit, abs=1e-6)  # the appearance alone
+    assert photo.probability == pytest.approx(float(expit(raw.logit / 0.5)), abs=1e-6)
+    assert photo.verdict == "FAKE"
+
+    video = predictor.predict(inference_media / "face.mp4")
+    assert video.calibration == "video" and video.drift is not None
+    fused = fusion.fuse(np.array([video.appearance_logit]), np.array([video.drift]))[0]
+    # (from the reported, rounded appearance logit and drift)
+    assert video.probability == pytest.approx(float(expit(fused / 2.0)), abs=1e-3)
+    assert video.verdict == "REAL"
+
+    # Without a photo calibration (models calibrated before it existed) a photo is judged as before.
+    older = Predictor(_with_config(model, tmp_path / "older", photo_calibration=None))
+    assert older.predict(inference_media / "portrait.png").calibration == "video"
 
 
 def test_model_folders_the_predictor_cannot_serve_are_refused(

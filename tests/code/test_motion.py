@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -215,6 +216,16 @@ def test_calibration_fuses_the_motion_and_evaluation_reports_each_evidence(
         roc_auc(videos["target"].to_numpy(), videos["appearance_logit"].to_numpy())
     )
     assert evaluated.metrics["video"]["auc"] == 1.0
+
+    # Items without motion get their own calibration, fitted on the validation frames judged one at a
+    # time; the evaluation reports the split's frames judged that way.
+    faces_val = pd.read_parquet(faces / "faces.parquet").query("split == 'val'")
+    assert calibrated.photo.n_validation == faces_val.groupby(["video_id", "frame"]).ngroups
+    assert json.loads((calibrated.model_dir / "config.json").read_text())["photo_calibration"] == (
+        dataclasses.asdict(calibrated.photo)
+    )
+    assert evaluated.metrics["photo"]["n"] == evaluated.metrics["frame"]["n"]
+    assert evaluated.metrics["model"]["photo_calibrated"]
 
     # Calibrated again without the motion: the fusion fitted before does not survive.
     again = _calibrate(calibrated.model_dir, faces, tmp_path / "without-motion", motion=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit
 
 from dfguard.calibration.fusion import MotionFusion, fit_motion_fusion
@@ -31,6 +32,7 @@ class CalibrateResult:
     model_dir: Path
     calibrator: Calibrator
     motion: MotionFusion | None
+    photo: Calibrator  # of items without motion
 
 
 def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResult:
@@ -43,9 +45,10 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     device = default_device()
     model, config = load_detector(source)
     rule = config.get("aggregation", {}).get("frames", "mean")
-    _, videos = score_split(model.to(device).eval(), rule, cfg.faces_dir, "val", device, progress)
+    faces, videos = score_split(model.to(device).eval(), rule, cfg.faces_dir, "val", device, progress)
     if cfg.fit_methods:
         videos = videos[(videos["target"] == 0) | videos["method"].isin(cfg.fit_methods)]
+        faces = faces[(faces["target"] == 0) | faces["method"].isin(cfg.fit_methods)]
     labels, logits = videos["target"].to_numpy(), videos["logit"].to_numpy()
     if labels.min() == labels.max():
         kept = f" (fakes of {', '.join(cfg.fit_methods)} only)" if cfg.fit_methods else ""
@@ -55,6 +58,7 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     if motion is not None:
         logits = motion.fuse(logits, drift)
     calibrator = fit_calibrator(logits, labels, cfg.target_accuracy, cfg.max_uncertain_fraction)
+    photo = _photo_calibrator(cfg, faces)
 
     # Written beside the destination, then swapped in: a half-written model folder is never served.
     partial = out.with_name(out.name + ".partial")
@@ -65,13 +69,18 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     config.pop("motion", None)  # a re-calibrated model keeps no fusion fitted before
     if motion is not None:
         config["motion"] = dataclasses.asdict(motion)
+    config["photo_calibration"] = dataclasses.asdict(photo)
     (partial / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
 
     report = Path(cfg.report_dir)
     report.mkdir(parents=True, exist_ok=True)
-    report_metrics = {**dataclasses.asdict(calibrator), "motion": config.get("motion")}
+    report_metrics = {
+        **dataclasses.asdict(calibrator),
+        "motion": config.get("motion"),
+        "photo": config["photo_calibration"],
+    }
     (report / METRICS_NAME).write_text(json.dumps(report_metrics, indent=2, sort_keys=True) + "\n")
     plot_reliability(
         {"before": (labels, expit(logits)), "after": (labels, calibrator.apply(logits))},
@@ -79,7 +88,23 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
         title="Validation videos: before and after temperature scaling",
     )
     save_resolved(cfg, report)
-    return CalibrateResult(out, calibrator, motion)
+    return CalibrateResult(out, calibrator, motion, photo)
+
+
+def _photo_calibrator(cfg: CalibrateConfig, faces: pd.DataFrame) -> Calibrator:
+    """The calibration of items without motion (photos, tracks of one face), fitted on the validation
+    videos' frames judged one at a time, as a photo is: each frame's most suspicious face, by its
+    appearance alone. A photo judged on the videos' calibration would get the validation videos' mean
+    drift as its motion, and a threshold fitted where the drift decides."""
+    frames = faces.groupby(["video_id", "frame"], sort=False).agg(
+        logit=("logit", "max"), target=("target", "first")
+    )
+    return fit_calibrator(
+        frames["logit"].to_numpy(),
+        frames["target"].to_numpy(),
+        cfg.target_accuracy,
+        cfg.max_uncertain_fraction,
+    )
 
 
 def _motion_fusion(

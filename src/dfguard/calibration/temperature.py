@@ -144,6 +144,15 @@ def fit_calibrator(
     before, after = expit(z), expit(z / temperature)
     _, threshold = equal_error_rate(y, after)
     margin, target_met = choose_band(after, y, threshold, target_accuracy, max_uncertain_fraction)
+    if margin == 0.0:
+        # Every validation item decided at the target accuracy: fine on a large validation set, but on a
+        # few dozen items it can be luck, and production then gets no UNCERTAIN verdict at all.
+        log.warning(
+            "the UNCERTAIN band is empty: all %d validation items are decided, at the target accuracy "
+            "%.2f or better; every item will get a verdict",
+            y.size,
+            target_accuracy,
+        )
     decided = np.abs(after - threshold) >= margin
     correct = (after >= threshold) == (y == 1)
     return Calibrator(

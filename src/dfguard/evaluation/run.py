@@ -86,15 +86,17 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     )
     videos["compression"] = from_manifest["compression"]
     videos["identity"] = from_manifest["target_identity"]
-    videos["probability"] = predictor.calibrated(videos["logit"].to_numpy())
-    videos["verdict"] = [predictor.verdict(p) for p in videos["probability"]]
+    appearance = videos.get("appearance_logit", videos["logit"]).to_numpy()
+    drift = videos["drift"].to_numpy(np.float64)
+    videos["probability"] = predictor.probabilities(appearance, drift)
+    videos["verdict"] = predictor.verdicts(videos["probability"].to_numpy(), drift)
     frames = faces.groupby(["video_id", "frame"], sort=False).agg(
         logit=("logit", "max"), target=("target", "first")
     )
     # A frame's score: its own appearance with its video's motion evidence, as `detect` reports it.
     frame_drift = frames.index.get_level_values("video_id").map(videos.set_index("video_id")["drift"])
-    frames["probability"] = predictor.calibrated(
-        predictor.with_motion(frames["logit"].to_numpy(), frame_drift.to_numpy(np.float64))
+    frames["probability"] = predictor.probabilities(
+        frames["logit"].to_numpy(), frame_drift.to_numpy(np.float64)
     )
     threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
 
@@ -116,12 +118,33 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
         else None,
         **breakdowns(videos, threshold),
         **evidence_aucs(videos),
+        "photo": _photo_metrics(predictor, frames),
     }
     (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     videos.to_parquet(out / VIDEOS_NAME, index=False)
     _plots(out, y, p, videos, threshold)
     save_resolved(cfg, out)
     return EvaluateResult(out, metrics)
+
+
+def _photo_metrics(predictor: Predictor, frames: pd.DataFrame) -> dict[str, Any] | None:
+    """The split's frames judged one at a time, as photos are (each frame's most suspicious face, by
+    its appearance, on the photo calibration): what a client sending stills can expect. None for a
+    model without a photo calibration."""
+    photo = predictor.photo_calibrator
+    if photo is None:
+        return None
+    y, p = frames["target"].to_numpy(), photo.apply(frames["logit"].to_numpy())
+    decided = np.array([photo.verdict(float(v)) != UNCERTAIN for v in p])
+    reals = y == 0
+    return {
+        **clean_floats(summary_metrics(y, p, photo.threshold)),
+        "uncertain_fraction": round(float(np.mean(~decided)), 6),
+        # Real stills judged FAKE, among the real stills that got a verdict.
+        "real_false_positive_rate": round(float(np.mean(p[reals & decided] >= photo.threshold)), 6)
+        if (reals & decided).any()
+        else None,
+    }
 
 
 def evidence_aucs(videos: pd.DataFrame) -> dict[str, float | None]:

@@ -78,6 +78,9 @@ class Prediction:
     appearance_logit: float | None = None  # the detector's own logit, before the motion evidence
     features: list[float] | None = None  # mean face embedding, for drift monitoring
     seconds: dict[str, float] = field(default_factory=dict)  # decode, faces, motion, classify
+    # Which calibration judged it: "video" (motion fused in), "photo" (no motion: appearance alone, on
+    # the calibration fitted on validation frames judged one at a time), or "none" (an uncalibrated model).
+    calibration: str = ""
     model: dict[str, Any] = field(default_factory=dict)
     crops: list[np.ndarray] = field(default_factory=list, repr=False)  # per face, for Grad-CAM; not saved
 
@@ -123,6 +126,10 @@ class Predictor:
         self.contract = PreprocessingContract.from_json(json.dumps(config["contract"]))
         self.aggregation: dict[str, Any] = config.get("aggregation", {"frames": "mean"})
         self.calibrator = Calibrator(**config["calibration"]) if config.get("calibration") else None
+        # Items without motion (a photo, a track of one face) are judged by the appearance alone, on its
+        # own calibration: the videos' one expects motion evidence they do not have.
+        photo = config.get("photo_calibration")
+        self.photo_calibrator = Calibrator(**photo) if photo else None
         self.motion = MotionFusion(**config["motion"]) if config.get("motion") else None
         # Names the exact weights behind a prediction, registered or not (feedback, drift, audits).
         with (self.model_dir / WEIGHTS_NAME).open("rb") as weights:
@@ -142,6 +149,7 @@ class Predictor:
             "input_size": self.model.preset.input_size,
             "contract_hash": self.contract.hash,
             "calibrated": self.calibrator is not None,
+            "photo_calibrated": self.photo_calibrator is not None,
             "motion": self.motion is not None,
             "aggregation": self.aggregation,
         }
@@ -210,15 +218,35 @@ class Predictor:
         return self.motion.fuse(logits, np.broadcast_to(np.asarray(drift, np.float64), logits.shape))
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits, np.float64)
-        return self.calibrator.apply(logits) if self.calibrator else expit(logits)
+        return _probabilities(self.calibrator, logits)
 
     def verdict(self, probability: float) -> str:
-        if self.calibrator:
-            return self.calibrator.verdict(probability)
-        if abs(probability - 0.5) < DEFAULT_MARGIN:
-            return UNCERTAIN
-        return FAKE if probability >= 0.5 else REAL
+        return _verdict(self.calibrator, probability)
+
+    def calibration_for(self, drift: float) -> Calibrator | None:
+        """The calibrator that judges an item with this drift (NaN: no motion was measured): the photo
+        one for an item without motion, when the model has one, else the video one."""
+        if self.photo_calibrator is not None and np.isnan(drift):
+            return self.photo_calibrator
+        return self.calibrator
+
+    def probabilities(self, appearance: np.ndarray, drift: float | np.ndarray) -> np.ndarray:
+        """Calibrated fake probabilities of appearance logits whose items moved by `drift` (one per logit,
+        or one for all): the motion fused in, then the video calibration; for items without motion, the
+        photo calibration of the appearance alone when the model has one."""
+        appearance = np.asarray(appearance, np.float64)
+        drift = np.broadcast_to(np.asarray(drift, np.float64), appearance.shape)
+        result = _probabilities(self.calibrator, self.with_motion(appearance, drift))
+        if self.photo_calibrator is not None:
+            still = np.isnan(drift)
+            result[still] = self.photo_calibrator.apply(appearance[still])
+        return result
+
+    def verdicts(self, probabilities: np.ndarray, drift: float | np.ndarray) -> list[str]:
+        """The verdicts of `probabilities` (from `probabilities`), each by the calibration it came from."""
+        drift = np.broadcast_to(np.asarray(drift, np.float64), np.shape(probabilities))
+        pairs = zip(probabilities, drift, strict=True)
+        return [_verdict(self.calibration_for(float(d)), float(p)) for p, d in pairs]
 
     # -- media ----------------------------------------------------------------------------------------
     def predict(self, path: str | Path, n_frames: int | None = None) -> Prediction:
@@ -308,16 +336,20 @@ class Predictor:
     ) -> Prediction:
         """The verdict on the video's logit (`videos`, one row), with every face's and frame's score: each
         is its own appearance with the video's motion evidence, so all are on the scale of the verdict."""
-        video_logit = float(videos["logit"].iloc[0])
         video_drift_px = float(videos["drift"].iloc[0])
-        face_probs = self.calibrated(self.with_motion(scores.logits, video_drift_px))
-        probability = float(self.calibrated(np.array([video_logit]))[0])
+        calibrator = self.calibration_for(video_drift_px)
+        appearance = videos["appearance_logit"] if self.motion else videos["logit"]
+        # Without motion, the photo calibration judges the appearance alone: that is the item's logit.
+        still = calibrator is not None and calibrator is self.photo_calibrator
+        video_logit = float((appearance if still else videos["logit"]).iloc[0])
+        face_probs = self.probabilities(scores.logits, video_drift_px)
+        probability = float(self.probabilities(appearance.to_numpy(), video_drift_px)[0])
         # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
         frame_logits = table.groupby("frame", sort=True)["logit"].max()
-        frame_probs = self.calibrated(self.with_motion(frame_logits.to_numpy(), video_drift_px))
-        threshold = self.calibrator.threshold if self.calibrator else 0.5
+        frame_probs = self.probabilities(frame_logits.to_numpy(), video_drift_px)
+        threshold = calibrator.threshold if calibrator else 0.5
         return Prediction(
-            verdict=self.verdict(probability),
+            verdict=_verdict(calibrator, probability),
             probability=round(probability, 6),
             logit=round(video_logit, 6),
             frames=_frame_scores(media.frames, dict(zip(frame_logits.index, frame_probs, strict=True))),
@@ -329,6 +361,7 @@ class Predictor:
             features=[round(float(v), 5) for v in scores.features.mean(axis=0)],
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,
+            calibration="none" if calibrator is None else "photo" if still else "video",
             crops=[face.crop for face in media.faces],
         )
 
@@ -396,3 +429,16 @@ def _flip_rate(sides: np.ndarray) -> float:
     """The share of consecutive scored frames whose verdict side differs: a verdict that flips from
     frame to frame rests on weak evidence even when its mean is far from the threshold."""
     return round(float(np.mean(sides[1:] != sides[:-1])), 6) if len(sides) > 1 else 0.0
+
+
+def _probabilities(calibrator: Calibrator | None, logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)
+    return calibrator.apply(logits) if calibrator else expit(logits)
+
+
+def _verdict(calibrator: Calibrator | None, probability: float) -> str:
+    if calibrator:
+        return calibrator.verdict(probability)
+    if abs(probability - 0.5) < DEFAULT_MARGIN:
+        return UNCERTAIN
+    return FAKE if probability >= 0.5 else REAL
