@@ -165,9 +165,11 @@ class CalibrateConfig:
     report_dir: str = "reports/calibrate"
     target_accuracy: float = 0.95  # accuracy wanted on the videos that get a verdict
     max_uncertain_fraction: float = 0.3  # at most this share of videos may be UNCERTAIN
-    # Fuse the faces' motion against the head around them (inference/motion.py) into the video logit,
-    # fitted on the validation videos before the temperature.
-    motion: bool = True
+    # Fuse the faces' motion against the head around them (faces/motion.py) into the video logit, fitted
+    # on the validation videos before the temperature. Off by default: real clips whose jaw moves as in
+    # speech drift like pasted faces (docs/results.md), and a verdict must not rest on it until the
+    # measurement tells the two apart.
+    motion: bool = False
     # Fakes of these methods (and every real) are what calibration fits on; empty: every video. A study
     # of generalisation to a method keeps it out, e.g. ("SelfBlend",) with `train --sbi-only`.
     fit_methods: tuple[str, ...] = ()

@@ -227,6 +227,13 @@ def test_a_photo_is_judged_on_the_photo_calibration_not_on_video_statistics(
     assert video.probability == pytest.approx(float(expit(fused / 2.0)), abs=1e-3)
     assert video.verdict == "REAL"
 
+    # Which items the photo calibration judges: a photo always; a video without a drift only when the
+    # video calibration expects one (the model fuses motion).
+    drift, frames = np.array([np.nan, np.nan, 0.2]), np.array([1, 8, 8])
+    assert predictor.judged_as_photo(drift, frames).tolist() == [True, True, False]
+    unfused = Predictor(_with_config(model, tmp_path / "unfused", motion=None))
+    assert unfused.judged_as_photo(drift, frames).tolist() == [True, False, False]
+
     # Without a photo calibration (models calibrated before it existed) a photo is judged as before.
     older = Predictor(_with_config(model, tmp_path / "older", photo_calibration=None))
     assert older.predict(inference_media / "portrait.png").calibration == "video"

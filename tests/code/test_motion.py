@@ -179,12 +179,13 @@ def _moving_face_dataset(root: Path, source: Path) -> Path:
 
 
 def _calibrate(model_dir: Path, faces: Path, out: Path, **settings: Any) -> CalibrateResult:
+    """Calibrated with the motion fusion (off by default) unless `settings` say otherwise."""
     cfg = CalibrateConfig(
         model_dir=str(model_dir),
         faces_dir=str(faces),
         out_dir=str(out / "calibrated"),
         report_dir=str(out / "report"),
-        **settings,
+        **{"motion": True, **settings},
     )
     return run_calibrate(cfg, progress=False)
 

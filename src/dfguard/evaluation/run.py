@@ -88,15 +88,18 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     videos["identity"] = from_manifest["target_identity"]
     appearance = videos.get("appearance_logit", videos["logit"]).to_numpy()
     drift = videos["drift"].to_numpy(np.float64)
-    videos["probability"] = predictor.probabilities(appearance, drift)
-    videos["verdict"] = predictor.verdicts(videos["probability"].to_numpy(), drift)
+    n_frames = videos["n_frames"].to_numpy()
+    videos["probability"] = predictor.probabilities(appearance, drift, n_frames)
+    videos["verdict"] = predictor.verdicts(videos["probability"].to_numpy(), drift, n_frames)
     frames = faces.groupby(["video_id", "frame"], sort=False).agg(
         logit=("logit", "max"), target=("target", "first")
     )
     # A frame's score: its own appearance with its video's motion evidence, as `detect` reports it.
-    frame_drift = frames.index.get_level_values("video_id").map(videos.set_index("video_id")["drift"])
+    frame_video, per_video = frames.index.get_level_values("video_id"), videos.set_index("video_id")
     frames["probability"] = predictor.probabilities(
-        frames["logit"].to_numpy(), frame_drift.to_numpy(np.float64)
+        frames["logit"].to_numpy(),
+        frame_video.map(per_video["drift"]).to_numpy(np.float64),
+        frame_video.map(per_video["n_frames"]).to_numpy(),
     )
     threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
 

@@ -223,30 +223,44 @@ class Predictor:
     def verdict(self, probability: float) -> str:
         return _verdict(self.calibrator, probability)
 
-    def calibration_for(self, drift: float) -> Calibrator | None:
-        """The calibrator that judges an item with this drift (NaN: no motion was measured): the photo
-        one for an item without motion, when the model has one, else the video one."""
-        if self.photo_calibrator is not None and np.isnan(drift):
-            return self.photo_calibrator
-        return self.calibrator
+    def judged_as_photo(self, drift: float | np.ndarray, frames: int | np.ndarray) -> np.ndarray:
+        """Which items the photo calibration judges, by their drift (NaN: no motion measured) and their
+        frames with a face: a photo (one frame), and, when the model fuses motion, any item without a
+        drift, since the videos' calibration expects motion evidence it does not have. None of them for
+        a model without a photo calibration."""
+        drift = np.asarray(drift, np.float64)
+        frames = np.asarray(frames)
+        if self.photo_calibrator is None:
+            return np.zeros(np.broadcast_shapes(drift.shape, frames.shape), bool)
+        return np.isnan(drift) & ((frames <= 1) | (self.motion is not None))
 
-    def probabilities(self, appearance: np.ndarray, drift: float | np.ndarray) -> np.ndarray:
-        """Calibrated fake probabilities of appearance logits whose items moved by `drift` (one per logit,
-        or one for all): the motion fused in, then the video calibration; for items without motion, the
-        photo calibration of the appearance alone when the model has one."""
+    def calibration_for(self, drift: float, frames: int) -> Calibrator | None:
+        """The calibrator that judges one item (see `judged_as_photo`)."""
+        return self.photo_calibrator if self.judged_as_photo(drift, frames) else self.calibrator
+
+    def probabilities(
+        self, appearance: np.ndarray, drift: float | np.ndarray, frames: int | np.ndarray
+    ) -> np.ndarray:
+        """Calibrated fake probabilities of appearance logits whose items moved by `drift` over `frames`
+        frames with a face (one of each per logit, or one for all): the motion fused in, then the video
+        calibration; the photo calibration of the appearance alone for the items `judged_as_photo`."""
         appearance = np.asarray(appearance, np.float64)
         drift = np.broadcast_to(np.asarray(drift, np.float64), appearance.shape)
         result = _probabilities(self.calibrator, self.with_motion(appearance, drift))
-        if self.photo_calibrator is not None:
-            still = np.isnan(drift)
-            result[still] = self.photo_calibrator.apply(appearance[still])
+        photo = np.broadcast_to(self.judged_as_photo(drift, frames), appearance.shape)
+        if photo.any():
+            result[photo] = self.photo_calibrator.apply(appearance[photo])
         return result
 
-    def verdicts(self, probabilities: np.ndarray, drift: float | np.ndarray) -> list[str]:
+    def verdicts(
+        self, probabilities: np.ndarray, drift: float | np.ndarray, frames: int | np.ndarray
+    ) -> list[str]:
         """The verdicts of `probabilities` (from `probabilities`), each by the calibration it came from."""
-        drift = np.broadcast_to(np.asarray(drift, np.float64), np.shape(probabilities))
-        pairs = zip(probabilities, drift, strict=True)
-        return [_verdict(self.calibration_for(float(d)), float(p)) for p, d in pairs]
+        shape = np.shape(probabilities)
+        drift = np.broadcast_to(np.asarray(drift, np.float64), shape)
+        frames = np.broadcast_to(np.asarray(frames), shape)
+        items = zip(probabilities, drift, frames, strict=True)
+        return [_verdict(self.calibration_for(float(d), int(n)), float(p)) for p, d, n in items]
 
     # -- media ----------------------------------------------------------------------------------------
     def predict(self, path: str | Path, n_frames: int | None = None) -> Prediction:
@@ -337,16 +351,17 @@ class Predictor:
         """The verdict on the video's logit (`videos`, one row), with every face's and frame's score: each
         is its own appearance with the video's motion evidence, so all are on the scale of the verdict."""
         video_drift_px = float(videos["drift"].iloc[0])
-        calibrator = self.calibration_for(video_drift_px)
+        n_frames = int(videos["n_frames"].iloc[0])
+        calibrator = self.calibration_for(video_drift_px, n_frames)
         appearance = videos["appearance_logit"] if self.motion else videos["logit"]
         # Without motion, the photo calibration judges the appearance alone: that is the item's logit.
         still = calibrator is not None and calibrator is self.photo_calibrator
         video_logit = float((appearance if still else videos["logit"]).iloc[0])
-        face_probs = self.probabilities(scores.logits, video_drift_px)
-        probability = float(self.probabilities(appearance.to_numpy(), video_drift_px)[0])
+        face_probs = self.probabilities(scores.logits, video_drift_px, n_frames)
+        probability = float(self.probabilities(appearance.to_numpy(), video_drift_px, n_frames)[0])
         # A frame is as suspicious as its most suspicious face: one swapped face in a crowd is a fake.
         frame_logits = table.groupby("frame", sort=True)["logit"].max()
-        frame_probs = self.probabilities(frame_logits.to_numpy(), video_drift_px)
+        frame_probs = self.probabilities(frame_logits.to_numpy(), video_drift_px, n_frames)
         threshold = calibrator.threshold if calibrator else 0.5
         return Prediction(
             verdict=_verdict(calibrator, probability),
