@@ -32,6 +32,23 @@ def _corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_talking(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dfguard.corpus.moving import talking_clips
+
+    cfg = config_from(args, {})
+    manifest = pd.read_parquet(cfg.extract.manifest_path)
+    reals = manifest[(manifest["split"] == args.split) & (manifest["label"] == "real")]["path"].tolist()
+    if not reals:
+        raise ValueError(f"{cfg.extract.manifest_path} has no real clips in split {args.split!r}")
+    written = talking_clips(cfg.extract.dataset_dir, reals, args.out, args.share)
+    print(
+        f"{len(written)} real {args.split} clips, the jaw moving by {args.share:.0%} of the face: {args.out}"
+    )
+    return 0
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from dfguard.ingest import run_ingest
 
@@ -77,6 +94,13 @@ def add_commands(commands: Commands) -> None:
     build.add_argument("--out", help="corpus folder to write")
     build.add_argument("--no-progress", action="store_true")
     build.set_defaults(func=_corpus_build)
+    talking = corpus.add_parser(
+        "talking", help="real clips of a split with the jaw moving as in speech (all real footage)"
+    )
+    talking.add_argument("--out", required=True, help="folder to write the clips to")
+    talking.add_argument("--split", default="test", help="whose real clips (default: %(default)s)")
+    talking.add_argument("--share", type=float, default=0.06, help="jaw movement, share of the face's height")
+    talking.set_defaults(func=_corpus_talking)
 
     ingest = commands.add_parser("ingest", help="turn a dataset folder into a manifest with splits")
     ingest.add_argument("dataset_dir", nargs="?", help="dataset folder (default: ingest.dataset_dir)")
