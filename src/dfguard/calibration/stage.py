@@ -19,7 +19,7 @@ from dfguard.calibration.fusion import MotionFusion, fit_motion_fusion
 from dfguard.calibration.temperature import Calibrator, fit_calibrator
 from dfguard.config import CalibrateConfig, save_resolved
 from dfguard.metrics import METRICS_NAME
-from dfguard.models.aggregation import score_split
+from dfguard.models.aggregation import rule_of, score_split
 from dfguard.models.io import CONFIG_NAME, load_detector
 from dfguard.plots import plot_reliability
 from dfguard.runtime import default_device
@@ -44,7 +44,7 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     # model, aggregated by the model's own rule.
     device = default_device()
     model, config = load_detector(source)
-    rule = config.get("aggregation", {}).get("frames", "mean")
+    rule = rule_of(config.get("aggregation", {}))
     faces, videos = score_split(model.to(device).eval(), rule, cfg.faces_dir, "val", device, progress)
     if cfg.fit_methods:
         videos = videos[(videos["target"] == 0) | videos["method"].isin(cfg.fit_methods)]

@@ -31,9 +31,9 @@ from dfguard.faces.extract import ExtractedFace, FrameRecord, MediaFaces, build_
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
 from dfguard.faces.motion import video_drift
 from dfguard.media import MediaError, media_kind
-from dfguard.models.aggregation import AggregationRule, crop_drift, video_appearance
+from dfguard.models.aggregation import AggregationRule, rule_of, video_appearance
 from dfguard.models.io import WEIGHTS_NAME, load_detector
-from dfguard.models.scoring import FaceScores, score_crop_files, score_crops
+from dfguard.models.scoring import FaceScores, score_crops
 from dfguard.runtime import default_device, torch_threads
 
 NO_FACE, FACE_TOO_SMALL, UNREADABLE, TOO_SHORT = "NO_FACE", "FACE_TOO_SMALL", "UNREADABLE", "TOO_SHORT"
@@ -139,7 +139,7 @@ class Predictor:
     @property
     def frame_rule(self) -> AggregationRule:
         """How this model's frames make a video's score (`models.aggregation`)."""
-        return self.aggregation.get("frames", "mean")
+        return rule_of(self.aggregation)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -160,10 +160,6 @@ class Predictor:
         dataset stores them)."""
         return score_crops(self.model, crops, device=self.device)
 
-    def score_crop_files(self, paths: list[str], progress: str = "") -> FaceScores:
-        """`score_crops` of crop image files, read a batch at a time; `progress` labels a progress bar."""
-        return score_crop_files(self.model, paths, device=self.device, progress=progress)
-
     def video_logits(
         self,
         faces: pd.DataFrame,
@@ -176,8 +172,8 @@ class Predictor:
         A frame model: the most suspicious face per frame, then the frames by the model's aggregation
         rule. A clip model judges each face track as one clip instead (`track_clip_logits`: the table
         also needs track_id, and `embeddings` the faces' embeddings from `score_crops`, row for row).
-        `drift` (per video_id, from `drift_of`) becomes column `drift`; a model with motion fusion needs
-        it, and its `logit` is then the fused one (`appearance_logit`: the detector's own)."""
+        `drift` (per video_id, from `faces.motion.video_drift`) becomes column `drift`; a model with motion
+        fusion needs it, and its `logit` is then the fused one (`appearance_logit`: the detector's own)."""
         videos = video_appearance(self.model, self.frame_rule, faces, carry, embeddings, self.device)
         if drift is not None:
             videos["drift"] = videos["video_id"].map(drift).astype(np.float64)
@@ -194,21 +190,6 @@ class Predictor:
         videos["logit"] = self.motion.fuse(videos["logit"].to_numpy(), videos["drift"].to_numpy())
         return videos
 
-    def drift_of(
-        self,
-        faces: pd.DataFrame,
-        crops: list[np.ndarray] | None = None,
-        folder: Path | None = None,
-        progress: str = "",
-    ) -> pd.Series:
-        """Per video_id, the drift of its face tracks (`motion.video_drift`); crops come from `crops`
-        (row for row) or from the files of column `crop` under `folder`."""
-        if crops is not None:
-            return video_drift(faces, lambda row: crops[row], progress)
-        if folder is None:
-            raise ValueError("drift_of needs the crops or the face dataset folder they are stored in")
-        return crop_drift(faces, folder, progress)
-
     def with_motion(self, logits: np.ndarray, drift: float | np.ndarray) -> np.ndarray:
         """Appearance logits with the motion evidence `drift` (one per logit, or one for all) fused in,
         as the calibration expects them; unchanged for a model without motion fusion."""
@@ -216,12 +197,6 @@ class Predictor:
         if self.motion is None:
             return logits
         return self.motion.fuse(logits, np.broadcast_to(np.asarray(drift, np.float64), logits.shape))
-
-    def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        return _probabilities(self.calibrator, logits)
-
-    def verdict(self, probability: float) -> str:
-        return _verdict(self.calibrator, probability)
 
     def judged_as_photo(self, drift: float | np.ndarray, frames: int | np.ndarray) -> np.ndarray:
         """Which items the photo calibration judges, by their drift (NaN: no motion measured) and their
@@ -321,7 +296,7 @@ class Predictor:
             scores = self.score_crops(crops)
         table = _face_table(media.faces, scores.logits)
         with timed(seconds, "motion"):
-            drift = self.drift_of(table, crops)
+            drift = video_drift(table, lambda row: crops[row])
         with timed(seconds, "classify"), torch_threads(self.threads):
             videos = self.video_logits(table, embeddings=scores.embeddings, drift=drift)
         return self._judgement(media, scores, table, videos, seconds, source_scale)
@@ -397,7 +372,7 @@ class Predictor:
 
 
 def _face_table(faces: list[ExtractedFace], logits: np.ndarray) -> pd.DataFrame:
-    """The faces of one video as the table `video_logits` and `drift_of` read (video_id 0), so a single
+    """The faces of one video as the table `video_logits` and `video_drift` read (video_id 0), so a single
     item is aggregated by the same code as a scored split."""
     return pd.DataFrame(
         {

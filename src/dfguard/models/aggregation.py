@@ -19,6 +19,11 @@ from dfguard.models.scoring import score_crop_files, track_clip_logits
 AggregationRule = Literal["mean", "max", "confident"]
 
 
+def rule_of(aggregation: dict[str, str]) -> AggregationRule:
+    """The frame rule of a model config's `aggregation` section (mean when it names none)."""
+    return aggregation.get("frames", "mean")  # type: ignore[return-value]
+
+
 def confident_mean(
     probabilities: np.ndarray,
     fake_above: float = 0.8,
