@@ -29,6 +29,7 @@ MANIFEST_PATH = f"{MANIFEST_DIR}/manifest.parquet"  # ingest -> extract, train, 
 FACES_DIR = "data/faces"  # extract -> train, calibrate, evaluate
 DETECTOR_DIR = "models/detector"  # train -> calibrate
 CALIBRATED_DIR = "models/calibrated"  # calibrate -> evaluate
+FEEDBACK_DIR = "data/feedback"  # service -> dashboard, feedback loop
 
 
 class ConfigError(ValueError):
@@ -217,6 +218,44 @@ class PromotionConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """The prediction store the service writes and the dashboard and the feedback loop read."""
+
+    # "" is the SQLite file `predictions.db` under `root`; a team sets a PostgreSQL URL (or DFGUARD_DB_URL)
+    db_url: str = ""
+    root: str = FEEDBACK_DIR  # the SQLite file, and the face crops and uploads saved by content hash
+    keep_uploads: bool = True  # save each upload (by its SHA-256) so a reviewer can replay it
+    retention_days: int = 90  # predictions older than this (and their files) go at `dfguard feedback purge`
+    retry_s: float = 5.0  # a write that failed (store down) is retried this often, kept in memory meanwhile
+    max_pending: int = (
+        10000  # writes held for a store that is down; beyond it the oldest are dropped, counted
+    )
+
+
+@dataclass
+class ServeConfig:
+    """`dfguard serve`: the BentoML detection service."""
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1  # worker processes, each with its own model copy
+    model_uri: str = "models:/dfguard-detector@champion"  # or a local model folder
+    reload_interval_s: float = 60.0  # how often the registry is asked whether the champion moved; 0: never
+    max_image_mb: float = 20.0  # uploads above these are refused (413) while streaming, before decoding
+    max_video_mb: float = 250.0
+    max_batch_files: int = 16  # files per `/detect/batch` call
+    job_ttl_s: float = 3600.0  # finished async jobs' results are kept this long
+    keys_file: str = ""  # API keys, one `key_id:sha256(key)` per line; "" with auth off
+    # "auto": keys required when bound beyond localhost; "on" / "off" force it
+    auth: str = "auto"
+    admin_key_ids: tuple[str, ...] = ()  # key ids allowed `POST /admin/reload`; () = every key
+    rate_per_s: float = 5.0  # requests per second per key (client address without auth), sustained
+    rate_burst: int = 20  # requests a key may make at once before the rate applies
+    max_batch_size: int = 32  # face crops classified in one forward pass across concurrent requests
+    max_latency_ms: int = 200  # the longest a crop waits for others to fill a batch
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -227,6 +266,8 @@ class Config:
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def _coerce(value: Any, annotation: Any) -> Any:

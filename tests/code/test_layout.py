@@ -36,6 +36,8 @@ LAYERS = [
     "registry",
     "servers",
     "promotion",
+    "feedback",
+    "serving",
     "cli",
 ]
 # Imports of a later subpackage that stay, each with its reason. No other is allowed.

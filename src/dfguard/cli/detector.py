@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from dfguard.cli.common import Commands, calibration_text, config_from, interval_text
@@ -101,9 +102,6 @@ def _media_files(target: Path) -> list[Path]:
 def _detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dfguard.inference.predictor import Predictor
-    from dfguard.inference.report import write_report
-
     target = Path(args.path)
     if not target.exists():
         print(f"error: {target} does not exist", file=sys.stderr)
@@ -112,19 +110,21 @@ def _detect(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: no videos or images under {target}", file=sys.stderr)
         return 2
-    predictor = Predictor(args.model)
+    if args.server and args.report:
+        print("error: --report needs the model here (it draws Grad-CAM): drop --server", file=sys.stderr)
+        return 2
+    judge = _remote_judge(args.server, args.api_key) if args.server else _local_judge(args.model, args.report)
     results = []
     # Printed lines show a folder's progress; JSON comes at the end, so a bar shows it meanwhile.
     quiet = not (args.json and target.is_dir()) or args.no_progress
     for path in tqdm(files, desc="detect", unit="file", disable=quiet):
-        prediction = predictor.predict(path)
-        results.append({"file": str(path), **prediction.to_dict()})
-        if args.report:
-            write_report(prediction, predictor, path, Path(args.report))
+        answer = {"file": str(path), **judge(path)}
+        results.append(answer)
         if not args.json:
-            shown = f"{prediction.probability:.3f}" if prediction.probability is not None else "  -  "
-            moved = f"drift {prediction.drift:.2f} px" if prediction.drift is not None else ""
-            print(f"{prediction.verdict:<15} p(fake)={shown}  {path}  {moved}  {prediction.reason}".rstrip())
+            probability, drift = answer["probability"], answer.get("drift")
+            shown = f"{probability:.3f}" if probability is not None else "  -  "
+            moved = f"drift {drift:.2f} px" if drift is not None else ""
+            print(f"{answer['verdict']:<15} p(fake)={shown}  {path}  {moved}  {answer['reason']}".rstrip())
     if args.json:
         print(json.dumps(results if target.is_dir() else results[0], indent=2))
     if target.is_dir():
@@ -132,6 +132,27 @@ def _detect(args: argparse.Namespace) -> int:
         tally = ", ".join(f"{verdict} {count}" for verdict, count in sorted(counts.items()))
         print(f"judged {len(results)} file(s): {tally}", file=sys.stderr)
     return 0
+
+
+def _local_judge(model: str, report: str | None) -> Callable[[Path], dict]:
+    from dfguard.inference.predictor import Predictor
+    from dfguard.inference.report import write_report
+
+    predictor = Predictor(model)
+
+    def judge(path: Path) -> dict:
+        prediction = predictor.predict(path)
+        if report:
+            write_report(prediction, predictor, path, Path(report))
+        return prediction.to_dict()
+
+    return judge
+
+
+def _remote_judge(server: str, api_key: str | None) -> Callable[[Path], dict]:
+    from dfguard.serving.client import DetectionClient
+
+    return DetectionClient(server, api_key).detect
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
@@ -182,6 +203,8 @@ def add_commands(commands: Commands) -> None:
     detect.add_argument("--report", help="write report.json, a timeline and Grad-CAM overlays here")
     detect.add_argument("--json", action="store_true", help="print the full predictions as JSON")
     detect.add_argument("--no-progress", action="store_true", help="no progress bar for a folder's JSON")
+    detect.add_argument("--server", help="judge on a running service (dfguard serve) at this URL instead")
+    detect.add_argument("--api-key", help="the service's API key (default: $DFGUARD_API_KEY)")
     detect.set_defaults(func=_detect)
 
     export = commands.add_parser("export", help="export a model").add_subparsers(dest="format", required=True)

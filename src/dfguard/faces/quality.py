@@ -22,7 +22,7 @@ inside blocks. About 1.0-1.1 for clean frames and H.264 (its deblocking filter s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -66,6 +66,9 @@ class FaceQuality:
     brightness: float  # mean grey level of the aligned crop, 0-255
     jpeg_quality: float  # IJG quality estimate from DCT quantisation, NaN where none shows
     blockiness: float  # block-boundary over in-block luma steps; 1 = no visible 8x8 grid
+
+
+QUALITY_MEASURES = tuple(f.name for f in fields(FaceQuality))
 
 
 def measure_quality(frame_bgr: np.ndarray, box: np.ndarray, crop_bgr: np.ndarray) -> FaceQuality:

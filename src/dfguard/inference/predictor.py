@@ -30,6 +30,7 @@ from dfguard.faces.detector import FaceDetector
 from dfguard.faces.extract import ExtractedFace, FrameRecord, MediaFaces, build_detector, extract_faces, timed
 from dfguard.faces.frames import MAX_FRAME_PIXELS, read_sampled
 from dfguard.faces.motion import video_drift
+from dfguard.faces.quality import QUALITY_MEASURES
 from dfguard.media import MediaError, media_kind
 from dfguard.models.aggregation import AggregationRule, rule_of, video_appearance
 from dfguard.models.io import WEIGHTS_NAME, load_detector
@@ -77,6 +78,9 @@ class Prediction:
     drift: float | None = None
     appearance_logit: float | None = None  # the detector's own logit, before the motion evidence
     features: list[float] | None = None  # mean face embedding, for drift monitoring
+    # The faces' medians of face_px and the quality measures (faces/quality.py): what drift reports and
+    # reviewers compare, since a detector fails first on faces unlike those it was trained on.
+    quality: dict[str, float | None] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # decode, faces, motion, classify
     # Which calibration judged it: "video" (motion fused in), "photo" (no motion: appearance alone, on
     # the calibration fitted on validation frames judged one at a time), or "none" (an uncalibrated model).
@@ -247,10 +251,10 @@ class Predictor:
                 n_frames = n_frames or self.contract.frames_for("test")
                 sampled = read_sampled(Path(path), n_frames, max_pixels=self.max_frame_pixels)
         except MediaError as err:
-            return self._status(UNREADABLE, str(err), seconds)
+            return self.status_of(UNREADABLE, str(err), seconds)
         if sampled.backend != "image" and sampled.frame_count < MIN_VIDEO_FRAMES:
             reason = f"{sampled.frame_count} decodable frames; at least {MIN_VIDEO_FRAMES} are needed"
-            return self._status(TOO_SHORT, reason, seconds)
+            return self.status_of(TOO_SHORT, reason, seconds)
         return self.predict_frames(
             sampled.frames, sampled.indices, sampled.timestamps_s, seconds, source_scale=sampled.scale
         )
@@ -260,7 +264,7 @@ class Predictor:
         client's name can neither place nor overwrite a file."""
         name = "upload" + Path(filename).suffix.lower()
         if media_kind(Path(name)) is None:
-            return self._status(UNREADABLE, f"unsupported file type {Path(name).suffix or '(none)'!r}", {})
+            return self.status_of(UNREADABLE, f"unsupported file type {Path(name).suffix or '(none)'!r}", {})
         with tempfile.TemporaryDirectory(prefix="dfguard-upload-") as scratch:
             path = Path(scratch) / name
             path.write_bytes(data)
@@ -281,12 +285,12 @@ class Predictor:
         """
         seconds = dict(seconds or {})
         if not frames:
-            return self._status(UNREADABLE, "no frames", seconds)
+            return self.status_of(UNREADABLE, "no frames", seconds)
         height, width = frames[0].shape[:2]
         if min(height, width) < self.contract.min_face_px:
             # Any face would be smaller than the model judges (and MTCNN's pyramid is empty below it).
             reason = f"{width}x{height} px frames cannot hold a face of {self.contract.min_face_px} px"
-            return self._status(FACE_TOO_SMALL, reason, seconds)
+            return self.status_of(FACE_TOO_SMALL, reason, seconds)
         with timed(seconds, "faces"), torch_threads(self.threads):
             media = extract_faces(frames, self._detector(), self.contract, indices, timestamps_s)
         if not media.faces:
@@ -310,7 +314,7 @@ class Predictor:
             if too_small
             else "no face found in the sampled frames"
         )
-        prediction = self._status(FACE_TOO_SMALL if too_small else NO_FACE, reason, seconds)
+        prediction = self.status_of(FACE_TOO_SMALL if too_small else NO_FACE, reason, seconds)
         prediction.frames = [FrameScore(r.frame_index, r.timestamp_s, r.status, None) for r in media.frames]
         return prediction
 
@@ -349,6 +353,7 @@ class Predictor:
             drift=None if np.isnan(video_drift_px) else round(video_drift_px, 4),
             appearance_logit=round(float(videos["appearance_logit"].iloc[0]), 6) if self.motion else None,
             features=[round(float(v), 5) for v in scores.features.mean(axis=0)],
+            quality=_quality(media.faces),
             seconds={k: round(v, 4) for k, v in seconds.items()},
             model=self.identity,
             calibration="none" if calibrator is None else "photo" if still else "video",
@@ -360,13 +365,14 @@ class Predictor:
             self._face_detector = build_detector(self.contract, "" if self.device == "cpu" else self.device)
         return self._face_detector
 
-    def _status(self, status: str, reason: str, seconds: dict[str, float]) -> Prediction:
+    def status_of(self, status: str, reason: str, seconds: dict[str, float] | None = None) -> Prediction:
+        """An answer that is a status (the item was not judged), with the reason and the model."""
         return Prediction(
             verdict=status,
             probability=None,
             logit=None,
             reason=reason,
-            seconds={k: round(v, 4) for k, v in seconds.items()},
+            seconds={k: round(v, 4) for k, v in (seconds or {}).items()},
             model=self.identity,
         )
 
@@ -382,6 +388,19 @@ def _face_table(faces: list[ExtractedFace], logits: np.ndarray) -> pd.DataFrame:
             "logit": logits,
         }
     )
+
+
+def _quality(faces: list[ExtractedFace]) -> dict[str, float | None]:
+    """The median face size and quality measures of the judged faces; None for a measure no face had
+    (JPEG quality where no 8x8 grid shows), which JSON can carry where NaN is not valid."""
+    columns = {"face_px": [face.face_px for face in faces]}
+    columns |= {name: [getattr(face.quality, name) for face in faces] for name in QUALITY_MEASURES}
+    summary = {}
+    for name, values in columns.items():
+        values = np.asarray(values, np.float64)
+        measured = values[~np.isnan(values)]
+        summary[name] = round(float(np.median(measured)), 4) if measured.size else None
+    return summary
 
 
 def _frame_scores(frames: list[FrameRecord], by_frame: dict[int, float]) -> list[FrameScore]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dfguard.inference.gradcam import grad_cam, overlay
-from dfguard.inference.predictor import DEFAULT_MARGIN, Prediction, Predictor
+from dfguard.inference.predictor import DEFAULT_MARGIN, FaceScore, Prediction, Predictor
+
+
+@dataclass(frozen=True)
+class Explanation:
+    face: FaceScore
+    side: str  # "fake" or "real": the call whose evidence the map shows
+    image: np.ndarray  # the crop beside its Grad-CAM overlay, BGR
+
 
 REPORT_NAME = "report.json"
 TIMELINE_NAME = "timeline.png"
@@ -59,18 +68,30 @@ def _timeline(prediction: Prediction, predictor: Predictor, path: Path) -> None:
     plt.close(fig)
 
 
-def _grad_cams(prediction: Prediction, predictor: Predictor, folder: Path) -> None:
+def explanations(prediction: Prediction, predictor: Predictor, top: int = TOP_FACES) -> list[Explanation]:
+    """Grad-CAM of the `top` most suspicious faces, most suspicious first: each face's crop beside its
+    overlay (BGR), with the side of the call the map explains."""
     if not prediction.crops:
-        return
-    order = np.argsort([-face.probability for face in prediction.faces])[:TOP_FACES]
+        return []
+    order = np.argsort([-face.probability for face in prediction.faces])[:top]
     crops = [prediction.crops[i] for i in order]
     heat = grad_cam(predictor.model, crops, predictor.device)
-    for rank, (i, crop, cam) in enumerate(zip(order, crops, heat, strict=True), start=1):
-        face = prediction.faces[i]
-        # Temperature scaling keeps the logit's sign: p >= 0.5 is the side Grad-CAM explained.
-        side = "fake" if face.probability >= 0.5 else "real"
+    # Temperature scaling keeps the logit's sign: p >= 0.5 is the side Grad-CAM explained.
+    return [
+        Explanation(
+            prediction.faces[i],
+            "fake" if prediction.faces[i].probability >= 0.5 else "real",
+            np.hstack([crop, overlay(crop, cam)]),
+        )
+        for i, crop, cam in zip(order, crops, heat, strict=True)
+    ]
+
+
+def _grad_cams(prediction: Prediction, predictor: Predictor, folder: Path) -> None:
+    for rank, shown in enumerate(explanations(prediction, predictor), start=1):
+        face = shown.face
         name = (
             f"gradcam_{rank}_frame{face.frame_index:05d}_t{face.track_id}_p{face.probability:.2f}"
-            f"_{side}-evidence.png"
+            f"_{shown.side}-evidence.png"
         )
-        cv2.imwrite(str(folder / name), np.hstack([crop, overlay(crop, cam)]))
+        cv2.imwrite(str(folder / name), shown.image)

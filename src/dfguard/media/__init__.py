@@ -15,6 +15,7 @@ from dfguard.media.kinds import (
     MediaKind,
     media_decoder,
     media_kind,
+    sniffed_suffix,
 )
 from dfguard.media.probe import MediaInfo, probe_media
 from dfguard.media.video import upright_bgr, video_timing, write_video
@@ -35,6 +36,7 @@ __all__ = [
     "probe_media",
     "read_animation",
     "read_image",
+    "sniffed_suffix",
     "upright_bgr",
     "video_timing",
     "write_video",

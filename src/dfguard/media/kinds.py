@@ -34,11 +34,23 @@ def media_kind(path: Path) -> MediaKind | None:
 
 
 # The opening bytes of the image formats OpenCV decodes (WebP: "RIFF", a size, then "WEBP").
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"P5", b"P6")
+IMAGE_SUFFIXES = {
+    b"\xff\xd8\xff": ".jpg",
+    b"\x89PNG\r\n\x1a\n": ".png",
+    b"BM": ".bmp",
+    b"II*\x00": ".tif",
+    b"MM\x00*": ".tif",
+    b"P5": ".pgm",
+    b"P6": ".ppm",
+}
+IMAGE_SIGNATURES = tuple(IMAGE_SUFFIXES)
 GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 # HEIF and AVIF photos are ISO media files like MP4: the brand of their "ftyp" box tells them apart.
 PHOTO_BRANDS = frozenset({b"heic", b"heix", b"mif1", b"avif"})
 MATROSKA_SIGNATURE = b"\x1a\x45\xdf\xa3"  # MKV and WebM
+# Videos admitted by their extension only (nothing decides their decoder by content): named by content
+# for uploads, which have no trustworthy name.
+OTHER_VIDEO_SUFFIXES = {b"\x30\x26\xb2\x75\x8e\x66\xcf\x11": ".wmv", b"\x00\x00\x01\xba": ".mpg"}
 
 
 def read_head(path: Path) -> bytes:
@@ -68,6 +80,28 @@ def _looks_like_video(head: bytes) -> bool:
         or head.startswith(MATROSKA_SIGNATURE)
         or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
     )
+
+
+def sniffed_suffix(head: bytes) -> str | None:
+    """A file extension for content from its opening bytes alone (an upload's name and MIME type are
+    the client's say, its bytes are not): one that `media_decoder` reads the way the content needs, or
+    None for content that is neither a supported image nor a video."""
+    if head[4:8] == b"ftyp" and head[8:12] in PHOTO_BRANDS:
+        return ".avif" if head[8:12] == b"avif" else ".heic"
+    known = {
+        **IMAGE_SUFFIXES,
+        **dict.fromkeys(GIF_SIGNATURES, ".gif"),
+        MATROSKA_SIGNATURE: ".mkv",
+        **OTHER_VIDEO_SUFFIXES,
+    }
+    for signature, suffix in known.items():
+        if head.startswith(signature):
+            return suffix
+    if head[:4] == b"RIFF":
+        return {b"WEBP": ".webp", b"AVI ": ".avi"}.get(head[8:12])
+    if head[4:8] == b"ftyp":
+        return ".mp4"
+    return None
 
 
 def media_decoder(path: Path) -> Decoder:

@@ -1,0 +1,55 @@
+"""`dfguard keys`: the service's API keys (their secrets are shown once; the file keeps digests)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from dfguard.cli.common import Commands, config_from
+
+DEFAULT_KEYS_FILE = "data/service/api_keys"
+
+
+def _keys_file(args: argparse.Namespace) -> Path:
+    return Path(args.file or config_from(args, {}).serve.keys_file or DEFAULT_KEYS_FILE)
+
+
+def _add(args: argparse.Namespace) -> int:
+    from dfguard.serving.guard import load_keys, new_key
+
+    path = _keys_file(args)
+    if path.is_file() and args.id in load_keys(str(path), env={}).digests:
+        raise ValueError(f"{path} already has a key {args.id!r}")
+    secret, line = new_key(args.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the digests do not reveal the keys, but the list of callers is private.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line + "\n")
+    print(f"key {args.id!r} added to {path}; its secret (shown only now):\n{secret}")
+    if not config_from(args, {}).serve.keys_file:
+        print(f"serve with it: dfguard --set serve.keys_file={path} serve")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from dfguard.serving.guard import load_keys
+
+    path = _keys_file(args)
+    for key_id in load_keys(str(path) if path.is_file() else "", env={}).digests:
+        print(key_id)
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    keys = commands.add_parser("keys", help="the detection service's API keys").add_subparsers(
+        dest="action", required=True
+    )
+    add = keys.add_parser("add", help="make a key: prints its secret once, stores its SHA-256")
+    add.add_argument("id", help="a name for the key's holder (letters, digits, _ . -)")
+    add.add_argument("--file", help=f"keys file (default: serve.keys_file, else {DEFAULT_KEYS_FILE})")
+    add.set_defaults(func=_add)
+    listing = keys.add_parser("list", help="the ids of the keys in the keys file")
+    listing.add_argument("--file", help="keys file (default: as for add)")
+    listing.set_defaults(func=_list)

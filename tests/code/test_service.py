@@ -1,0 +1,374 @@
+"""The detection service through a real `dfguard serve` (BentoML) on a free localhost port, with a model
+trained on a tiny face dataset registered as champion in a real MLflow store, a real prediction store,
+and real HTTP clients (httpx and `bentoml.SyncHTTPClient`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from registry_helpers import evaluation, register_tiny, save_tiny_model
+
+from dfguard.config import FeedbackConfig, RegistryConfig
+from dfguard.feedback import open_store
+from dfguard.registry import configure, move_alias
+from dfguard.registry.store import DB_NAME
+from dfguard.runtime import TELEMETRY_OFF
+
+STARTUP_TIMEOUT_S = 180
+SECRET, ADMIN_SECRET, BURST_SECRET = "dfg_test-client-key", "dfg_test-admin-key", "dfg_test-burst-key"
+MAX_IMAGE_MB, MAX_VIDEO_MB = 1, 2
+RATE_PER_S, RATE_BURST = 20.0, 40
+
+
+@dataclass
+class Service:
+    url: str
+    root: Path
+    registry: RegistryConfig
+    feedback: FeedbackConfig
+    log: Path
+
+    def client(self, secret: str = SECRET) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {secret}"}, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dfguard serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"dfguard serve not ready in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, trained_detector) -> Service:
+    """`dfguard serve` with auth on, small upload caps, a 1 s champion check, and version 1 (the trained
+    model) as champion; stopped (its whole process group) at the end of the session."""
+    _, model_dir = trained_detector
+    root = tmp_path_factory.mktemp("service")
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    registry = RegistryConfig(root=str(root / "mlflow"))
+    client = configure(registry)
+    version = register_tiny(client, model_dir, evaluation(0.7))
+    move_alias(client, "champion", version)
+    keys = root / "api_keys"
+    keys.write_text(
+        "# id:sha256 of the secret\n"
+        + "".join(
+            f"{key_id}:{hashlib.sha256(secret.encode()).hexdigest()}\n"
+            for key_id, secret in (("client", SECRET), ("admin", ADMIN_SECRET), ("burst", BURST_SECRET))
+        )
+    )
+    feedback = FeedbackConfig(root=str(root / "feedback"), retry_s=0.5)
+    params = root / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "registry": {"root": registry.root},
+                "feedback": {"root": feedback.root, "retry_s": feedback.retry_s},
+                "serve": {
+                    "keys_file": str(keys),
+                    "auth": "on",
+                    "admin_key_ids": ["admin"],
+                    "reload_interval_s": 1.0,
+                    "max_image_mb": MAX_IMAGE_MB,
+                    "max_video_mb": MAX_VIDEO_MB,
+                    "max_batch_files": 4,
+                    "rate_per_s": RATE_PER_S,
+                    "rate_burst": RATE_BURST,
+                },
+            }
+        )
+    )
+    port = _free_port()
+    log = root / "serve.log"
+    env = {**os.environ, "BENTOML_HOME": str(root / "bentoml"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    dfguard = Path(sys.executable).parent / "dfguard"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(dfguard), "--params", str(params), "serve", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, log)
+        yield Service(url, root, registry, feedback, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _stored(service: Service, prediction_id: str, timeout_s: float = 20.0) -> dict:
+    """The store's row of a prediction (the service writes in the background: poll for it)."""
+    deadline = time.monotonic() + timeout_s
+    with open_store(service.feedback) as store:
+        while time.monotonic() < deadline:
+            row = store.get(prediction_id)
+            if row is not None:
+                return row
+            time.sleep(0.2)
+    raise AssertionError(f"prediction {prediction_id} never reached the store")
+
+
+def _png_bomb() -> bytes:
+    """A valid PNG header claiming 100000 x 100000 pixels over a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_detect_judges_a_face_video_and_stores_it(service, inference_media):
+    with service.client() as client:
+        response = client.post(
+            "/detect", files={"file": ("clip.mp4", (inference_media / "face.mp4").read_bytes())}
+        )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["verdict"] in {"FAKE", "REAL", "UNCERTAIN"}
+    assert 0.0 <= answer["probability"] <= 1.0
+    assert answer["faces"] and answer["frames"]
+    assert answer["media"]["kind"] == "video"
+    assert answer["model"]["version"] and answer["model"]["alias"] == "champion"
+    assert set(answer["quality"]) >= {"face_px", "sharpness", "brightness", "blockiness"}
+    assert answer["seconds"]["total"] > 0
+    row = _stored(service, answer["prediction_id"])
+    assert row["verdict"] == answer["verdict"]
+    assert row["client_key_id"] == "client"
+    assert row["content_sha256"] == hashlib.sha256((inference_media / "face.mp4").read_bytes()).hexdigest()
+    assert row["crops"] and all(Path(crop["path"]).is_file() for crop in row["crops"])
+    assert row["features"]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "expected"),
+    [
+        ("empty.mp4", lambda media: b"", "UNREADABLE"),
+        ("random.mp4", lambda media: os.urandom(4096), "UNSUPPORTED"),
+        ("notes.txt", lambda media: b"just some text, not media\n" * 20, "UNSUPPORTED"),
+        ("truncated.mp4", lambda media: (media / "face.mp4").read_bytes()[:600], "UNREADABLE"),
+        ("bomb.png", lambda media: _png_bomb(), "UNREADABLE"),
+        ("room.mp4", lambda media: (media / "room.mp4").read_bytes(), "NO_FACE"),
+        ("tiny.mp4", lambda media: (media / "tiny_face.mp4").read_bytes(), "FACE_TOO_SMALL"),
+        ("blip.mp4", lambda media: (media / "blip.mp4").read_bytes(), "TOO_SHORT"),
+        ("big.png", lambda media: b"\x89PNG\r\n\x1a\n" + os.urandom(int(1.5 * (1 << 20))), "TOO_LARGE"),
+    ],
+)
+def test_bad_uploads_get_a_status_not_an_error(service, inference_media, name, make, expected):
+    with service.client() as client:
+        response = client.post("/detect", files={"file": (name, make(inference_media))})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["verdict"] == expected, answer["reason"]
+    assert answer["probability"] is None and answer["reason"]
+    assert _stored(service, answer["prediction_id"])["verdict"] == expected
+
+
+def test_content_decides_the_kind_and_names_never_make_paths(service, inference_media):
+    portrait = (inference_media / "portrait.png").read_bytes()
+    hostile = "../../../etc/passwd; rm -rf $HOME `id`.mp4"
+    with service.client() as client:
+        answer = client.post("/detect", files={"file": (hostile, portrait, "video/mp4")}).json()
+    assert answer["media"]["kind"] == "image"
+    assert answer["verdict"] in {"FAKE", "REAL", "UNCERTAIN"}
+    row = _stored(service, answer["prediction_id"])
+    stored = sorted(p.name for p in (service.root / "feedback").rglob("*") if p.is_file())
+    assert not any("passwd" in name or name == "rm" for name in stored)
+    assert row["media_kind"] == "image"
+
+
+def test_an_upload_over_the_video_cap_is_refused_while_streaming(service):
+    body = b"\x00\x00\x00\x18ftypmp42" + os.urandom(int((MAX_VIDEO_MB + 1) * (1 << 20)))
+    with service.client() as client:
+        response = client.post("/detect", files={"file": ("big.mp4", body)})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "TOO_LARGE"
+
+
+def test_batch_answers_every_file_even_a_bad_one(service, inference_media):
+    files = [
+        ("files", ("a.png", (inference_media / "portrait.png").read_bytes())),
+        ("files", ("b.mp4", b"\x00garbage" * 100)),
+        ("files", ("c.mp4", (inference_media / "room.mp4").read_bytes())),
+    ]
+    with service.client() as client:
+        response = client.post("/detect/batch", files=files)
+    assert response.status_code == 200, response.text
+    verdicts = [result["verdict"] for result in response.json()["results"]]
+    assert verdicts[0] in {"FAKE", "REAL", "UNCERTAIN"}
+    assert verdicts[1:] == ["UNSUPPORTED", "NO_FACE"]
+
+
+def test_too_many_files_in_a_batch_is_a_client_error(service, inference_media):
+    files = [("files", (f"{i}.png", (inference_media / "portrait.png").read_bytes())) for i in range(5)]
+    with service.client() as client:
+        response = client.post("/detect/batch", files=files)
+    assert response.status_code == 400
+
+
+def test_async_job_lifecycle(service, inference_media):
+    with service.client() as client:
+        submitted = client.post(
+            "/detect_job/submit", files={"file": ("clip.mp4", (inference_media / "face.mp4").read_bytes())}
+        )
+        assert submitted.status_code == 200, submitted.text
+        task_id = submitted.json()["task_id"]
+        deadline = time.monotonic() + 120
+        status = "in_progress"
+        while status == "in_progress" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = client.get("/detect_job/status", params={"task_id": task_id}).json()["status"]
+        assert status == "success"
+        result = client.get("/detect_job/get", params={"task_id": task_id})
+        assert result.json()["verdict"] in {"FAKE", "REAL", "UNCERTAIN"}
+        assert client.get("/detect_job/status", params={"task_id": "no-such-task"}).status_code == 404
+
+
+def test_sync_http_client(service, inference_media):
+    import bentoml
+
+    with bentoml.SyncHTTPClient(service.url, token=SECRET, timeout=120) as client:
+        answer = client.detect(file=inference_media / "portrait.png")
+    assert answer["verdict"] in {"FAKE", "REAL", "UNCERTAIN"}
+    assert answer["calibration"] in {"photo", "none"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": "Basic abc"}, 401)],
+)
+def test_auth_refuses_missing_and_wrong_keys(service, headers, status):
+    response = httpx.post(f"{service.url}/detect", headers=headers, files={"file": ("a.png", b"x")})
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_health_and_docs_are_open_and_describe_the_service(service):
+    assert httpx.get(f"{service.url}/livez").status_code == 200
+    ready = httpx.get(f"{service.url}/readyz").json()
+    assert ready["ready"] and ready["model"]["alias"] == "champion"
+    docs = httpx.get(f"{service.url}/docs.json").json()
+    assert "/detect" in docs["paths"] and "/detect/batch" in docs["paths"]
+    assert "calibrated" in docs["paths"]["/detect"]["post"]["description"]
+
+
+def test_model_endpoint_and_metrics(service, inference_media):
+    with service.client() as client:
+        model = client.get("/model").json()
+        client.post("/detect", files={"file": ("a.mp4", (inference_media / "room.mp4").read_bytes())})
+    assert model["contract_hash"] and model["contract"]
+    assert "champion" in model["aliases"]
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert "dfguard_verdicts_total" in metrics and 'verdict="NO_FACE"' in metrics
+    assert "dfguard_model_info{" in metrics and "dfguard_store_written_total" in metrics
+
+
+def test_admin_reload_needs_an_admin_key(service):
+    with service.client() as client:
+        assert client.post("/admin/reload").status_code == 403
+    with service.client(ADMIN_SECRET) as admin:
+        response = admin.post("/admin/reload")
+    assert response.status_code == 200 and response.json()["ready"]
+
+
+def test_rate_limit_answers_429_with_retry_after(service):
+    with service.client(BURST_SECRET) as client:
+        codes = [client.get("/model") for _ in range(3 * RATE_BURST)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited, [r.status_code for r in codes]
+    assert int(limited[0].headers["Retry-After"]) >= 1
+    assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
+
+
+def test_champion_moves_under_load_without_a_failed_request(service, inference_media, tmp_path):
+    """A new champion is registered while clients keep calling: every request succeeds, and the answers
+    move from the old version to the new one. Then the registry breaks: the service keeps serving and
+    says so in /readyz."""
+    client_mlflow = configure(service.registry)
+    before = httpx.get(f"{service.url}/readyz").json()["model"]["version"]
+    new_version = register_tiny(client_mlflow, save_tiny_model(tmp_path / "v2", seed=3), evaluation(0.8))
+    photo = (inference_media / "portrait.png").read_bytes()
+    failures, seen = [], []
+    stop = threading.Event()
+
+    def call() -> None:
+        with service.client() as client:
+            while not stop.is_set():
+                response = client.post("/detect", files={"file": ("p.png", photo)})
+                if response.status_code != 200:
+                    failures.append(response.status_code)
+                else:
+                    seen.append(response.json()["model"]["version"])
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        move_alias(client_mlflow, "champion", new_version)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not seen or seen[-1] != new_version):
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join()
+    assert not failures
+    assert before in seen and seen[-1] == new_version
+
+    db = Path(service.registry.root) / DB_NAME
+    backup = tmp_path / "mlflow.db.bak"
+    shutil.copyfile(db, backup)
+    try:
+        db.write_bytes(b"this is not a database" * 100)
+        deadline = time.monotonic() + 30
+        ready = httpx.get(f"{service.url}/readyz").json()
+        while ready["registry"]["reachable"] is not False and time.monotonic() < deadline:
+            time.sleep(0.3)
+            ready = httpx.get(f"{service.url}/readyz").json()
+        assert ready["registry"]["reachable"] is False and ready["registry"]["last_error"]
+        with service.client() as client:
+            response = client.post("/detect", files={"file": ("p.png", photo)})
+        assert response.status_code == 200 and response.json()["model"]["version"] == new_version
+    finally:
+        shutil.copyfile(backup, db)
