@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+from _bentoml_impl.tasks.result import Sqlite3Store
 from bentoml.validators import ContentType
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -25,9 +26,9 @@ from dfguard.config import PARAMS_FILE, load_config
 from dfguard.feedback import StoreWriter, open_store
 from dfguard.runtime import configure_runtime
 from dfguard.serving.detection import Judgement, judge_file, store_record
-from dfguard.serving.guard import BodyLimitMiddleware, GuardMiddleware
 from dfguard.serving.health import ReadyzMiddleware, provide_status
 from dfguard.serving.models import ServedModels
+from dfguard.serving.security import BodyLimitMiddleware, GuardMiddleware, keys_for
 
 log = logging.getLogger("dfguard.service")
 
@@ -35,12 +36,18 @@ CONFIG = load_config(
     Path(os.environ.get("DFGUARD_PARAMS", PARAMS_FILE)), json.loads(os.environ.get("DFGUARD_OVERRIDES", "{}"))
 )
 SERVE = CONFIG.serve
+# Checked here, not on the first request: Starlette builds middleware lazily.
+keys_for(SERVE)
 
 verdicts = bentoml.metrics.Counter(
     name="dfguard_verdicts",
     documentation="Answers by verdict or status, and by the model version that gave them",
     labelnames=["endpoint", "verdict", "model_version"],
 )
+
+# Finished jobs' results (and their uploads) are kept `serve.job_ttl_s`: BentoML 1.4 deletes older ones
+# whenever a job finishes, after a fixed day unless this is set.
+Sqlite3Store.RESULT_RETENTION = SERVE.job_ttl_s
 
 # GET routes and the admin call (BentoML's own APIs are POST only).
 extra = FastAPI(title="dfguard extras", docs_url=None, redoc_url=None, openapi_url=None)

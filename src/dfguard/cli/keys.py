@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from dfguard.cli.common import Commands, config_from
@@ -16,17 +15,10 @@ def _keys_file(args: argparse.Namespace) -> Path:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from dfguard.serving.guard import load_keys, new_key
+    from dfguard.serving.security import add_key
 
     path = _keys_file(args)
-    if path.is_file() and args.id in load_keys(str(path), env={}).digests:
-        raise ValueError(f"{path} already has a key {args.id!r}")
-    secret, line = new_key(args.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Owner-only: the digests do not reveal the keys, but the list of callers is private.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(line + "\n")
+    secret = add_key(path, args.id)
     print(f"key {args.id!r} added to {path}; its secret (shown only now):\n{secret}")
     if not config_from(args, {}).serve.keys_file:
         print(f"serve with it: dfguard --set serve.keys_file={path} serve")
@@ -34,10 +26,10 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from dfguard.serving.guard import load_keys
+    from dfguard.serving.security import load_keys
 
     path = _keys_file(args)
-    for key_id in load_keys(str(path) if path.is_file() else "", env={}).digests:
+    for key_id in load_keys(path if path.is_file() else "", env={}).ids:
         print(key_id)
     return 0
 

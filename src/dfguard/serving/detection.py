@@ -26,9 +26,9 @@ from dfguard.inference.predictor import UNREADABLE, Prediction
 from dfguard.inference.report import explanations
 from dfguard.media import IMAGE_EXTENSIONS, sniffed_suffix
 from dfguard.serving.models import ServedModel
+from dfguard.serving.security import MB, size_cap_for
 
 UNSUPPORTED, TOO_LARGE = "UNSUPPORTED", "TOO_LARGE"
-MB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class Upload:
         return cls(data, hashlib.sha256(data).hexdigest(), suffix, kind)
 
 
-def size_cap(kind: str | None, cfg: ServeConfig) -> int:
-    """The largest upload of a kind, in bytes (an unknown kind gets the larger cap: it is refused anyway)."""
-    return int((cfg.max_image_mb if kind == "image" else cfg.max_video_mb) * MB)
-
-
 @dataclass
 class Judgement:
     """An answer, and what the store keeps of it."""
@@ -62,7 +57,7 @@ class Judgement:
 def judge_file(served: ServedModel, path: Path, cfg: ServeConfig, explain: bool = False) -> Judgement:
     """Judge one uploaded file with `served` (taken once by the caller, so the whole answer is one
     model's). Reads no more than the largest cap allows: what is over it is refused unread."""
-    cap = max(size_cap("image", cfg), size_cap("video", cfg))
+    cap = max(size_cap_for("image", cfg), size_cap_for("video", cfg))
     with path.open("rb") as handle:
         data = handle.read(cap + 1)
     if len(data) > cap:
@@ -80,10 +75,8 @@ def judge(served: ServedModel, upload: Upload, cfg: ServeConfig, explain: bool =
     elif upload.suffix is None:
         reason = "the content is neither a supported image nor a video (whatever its name says)"
         prediction = predictor.status_of(UNSUPPORTED, reason)
-    elif len(upload.data) > size_cap(upload.kind, cfg):
-        reason = (
-            f"{upload.kind} of {len(upload.data) / MB:.1f} MB; at most {size_cap(upload.kind, cfg) // MB} MB"
-        )
+    elif len(upload.data) > (cap := size_cap_for(upload.kind, cfg)):
+        reason = f"{upload.kind} of {len(upload.data) / MB:.1f} MB; at most {cap / MB:g} MB"
         prediction = predictor.status_of(TOO_LARGE, reason)
     else:
         prediction = predictor.predict_bytes(upload.data, "upload" + upload.suffix)

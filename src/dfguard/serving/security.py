@@ -49,7 +49,6 @@ _HASH_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 KEY_ID_HEADER = b"x-dfguard-key-id"
 # Where the key id also goes for code that sees the ASGI scope.
 KEY_ID_STATE = "dfguard_key_id"
-_LOOPBACK_NAMES = {"localhost"}
 
 # BentoML's own probes, metrics and docs UI: open to anyone, and never rate limited (a prober or a
 # metrics scraper must not use up a caller's allowance, nor be turned away by it).
@@ -197,7 +196,7 @@ def add_key(keys_file: str | Path, key_id: str) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -296,9 +295,10 @@ def _bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 class GuardMiddleware:
     """Authentication and a rate limit for the service's HTTP requests.
 
-    Public paths (`public_paths` exactly, anything under `public_prefixes`) pass untouched. Every other
-    path needs `Authorization: Bearer <secret>` when auth is required (`auth_required`): 401 without
-    one or with a wrong one, 403 on `admin_paths` for a key outside `cfg.admin_key_ids`. Requests are
+    Public paths (`public_paths` exactly, anything under `public_prefixes`) need no key and take no
+    part in the rate limit. Every other path needs `Authorization: Bearer <secret>` when auth is
+    required (`auth_required`): 401 without one or with a wrong one, 403 on `admin_paths` for a key
+    outside `cfg.admin_key_ids` (with auth off, configured admin ids keep those paths shut). Requests are
     rate limited per key id (per client address without auth, or for a failed key): 429 with
     `Retry-After`. The caller's key id ("" without auth) goes to the app as the `x-dfguard-key-id`
     header, replacing any the client sent, and as `scope["state"]["dfguard_key_id"]`.
