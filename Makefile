@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow lint bench-extract bench-detect crossval learning-curve
+.PHONY: install run test test-slow lint bench-extract bench-detect bench-serve bench serve bento crossval learning-curve
 
 install: $(STAMP)
 
@@ -54,6 +54,21 @@ bench-extract: $(BENCH_STAMP)
 # `dfguard detect` latency on a 10 s clip and the detectors' speed table (run `make run` first).
 bench-detect: $(STAMP)
 	$(BIN)/dfguard bench detect
+
+# The HTTP service against the bare Predictor at 1, 8 and 32 clients (run `make run` first; ~4 min).
+bench-serve: $(STAMP)
+	$(BIN)/dfguard bench serve
+
+bench: bench-detect bench-serve
+
+# The detection service on localhost:3000 with the registry's champion (run `make run` first).
+serve: $(STAMP)
+	$(BIN)/dfguard serve
+
+# The service as a Bento (`bentoml containerize dfguard-detector:latest` then makes an image).
+bento: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	$(BIN)/bentoml build
 
 # Cross-validation of the default detector over groups of people (run `make run` first; ~20 min).
 crossval: $(STAMP)

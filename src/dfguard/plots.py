@@ -153,3 +153,20 @@ def plot_learning_curve(points: list[dict], path: str | Path, title: str = "Lear
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
+
+
+def plot_throughput(rows: list[dict], path: str | Path, levels: tuple[int, ...]) -> Path:
+    """Answers per second against concurrent clients, one panel per input, one line per mode (rows with
+    keys input, mode, clients, requests_per_s, as `dfguard bench serve` writes them)."""
+    inputs = list(dict.fromkeys(row["input"] for row in rows))
+    fig, axes = plt.subplots(1, len(inputs), figsize=(5 * len(inputs), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], inputs, strict=True):
+        for mode in dict.fromkeys(row["mode"] for row in rows):
+            chosen = [r for r in rows if r["input"] == name and r["mode"] == mode]
+            ax.plot(
+                [r["clients"] for r in chosen], [r["requests_per_s"] for r in chosen], marker="o", label=mode
+            )
+        ax.set(xscale="log", xlabel="concurrent clients", ylabel="answers / s", title=name)
+        ax.set_xticks(levels, [str(level) for level in levels])
+        ax.legend()
+    return _save(fig, path)

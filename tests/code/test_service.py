@@ -393,3 +393,71 @@ def test_champion_moves_under_load_without_a_failed_request(service, inference_m
         assert response.status_code == 200 and response.json()["model"]["version"] == new_version
     finally:
         shutil.copyfile(backup, db)
+
+
+def test_detect_cli_against_the_service(service, inference_media, capsys):
+    from dfguard.cli import main
+
+    code = main(
+        [
+            "detect",
+            str(inference_media / "portrait.png"),
+            "--server",
+            service.url,
+            "--api-key",
+            SECRET,
+            "--json",
+        ]
+    )
+    assert code == 0
+    import json
+
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["verdict"] in {"FAKE", "REAL", "UNCERTAIN"} and answer["prediction_id"]
+    assert answer["file"].endswith("portrait.png")
+    assert (
+        main(["detect", str(inference_media / "portrait.png"), "--server", service.url, "--api-key", "nope"])
+        == 2
+    )
+    assert "INVALID_API_KEY" in capsys.readouterr().err
+
+
+def test_explain_adds_grad_cam_overlays(service, inference_media):
+    import base64
+
+    import cv2
+    import numpy as np
+
+    with service.client() as client:
+        answer = client.post(
+            "/detect",
+            params={"explain": "true"},
+            files={"file": ("a.mp4", (inference_media / "face.mp4").read_bytes())},
+        ).json()
+    assert 1 <= len(answer["explanations"]) <= 3
+    shown = answer["explanations"][0]
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(shown["png_base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[1] == 2 * image.shape[0]  # the crop beside its overlay
+    assert shown["evidence_for"] in {"fake", "real"}
+
+
+def test_a_champion_that_cannot_load_is_refused_and_the_current_one_kept(service, inference_media, tmp_path):
+    client_mlflow = configure(service.registry)
+    serving = httpx.get(f"{service.url}/readyz").json()["model"]["version"]
+    broken = tmp_path / "broken"
+    shutil.copytree(save_tiny_model(tmp_path / "ok", seed=5), broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    bad_version = register_tiny(client_mlflow, broken, evaluation(0.9))
+    move_alias(client_mlflow, "champion", bad_version)
+    try:
+        with service.client(ADMIN_SECRET) as admin:
+            reloaded = admin.post("/admin/reload").json()
+        assert reloaded["changed"] is False
+        assert bad_version in reloaded["registry"]["refused_versions"]
+        with service.client() as client:
+            answer = client.post(
+                "/detect", files={"file": ("p.png", (inference_media / "portrait.png").read_bytes())}
+            )
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == serving
+    finally:
+        move_alias(client_mlflow, "champion", serving)

@@ -40,6 +40,28 @@ def _bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dfguard.bench.detect import make_clip
+    from dfguard.serving.bench import run_bench_serve
+
+    cfg = config_from(args, {})
+    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
+    test = manifest[(manifest["split"] == "test") & (manifest["label"] == "fake")].sort_values("path")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clip = make_clip(Path(cfg.ingest.dataset_dir) / test["path"].iloc[0], out / "clip10s.mp4")
+    result = run_bench_serve(Path(args.model), clip, out)
+    for row in result["rows"]:
+        ratio = f"  x{row['throughput_vs_bare']:.2f} of bare" if "throughput_vs_bare" in row else ""
+        print(
+            f"{row['input']:<6} {row['mode']:<8} {row['clients']:>3} clients: {row['requests_per_s']:.2f}/s, "
+            f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, errors {row['errors']}{ratio}"
+        )
+    return 0
+
+
 def add_commands(commands: Commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_extract = bench.add_parser(
@@ -49,6 +71,12 @@ def add_commands(commands: Commands) -> None:
     bench_extract.add_argument("--frames", type=int, default=16, help="frames per video")
     bench_extract.add_argument("--max-videos", type=int, help="limit the number of videos")
     bench_extract.set_defaults(func=_bench_extract)
+    bench_serve = bench.add_parser("serve", help="the HTTP service vs the bare Predictor at 1, 8, 32 clients")
+    bench_serve.add_argument(
+        "--model", default="models/calibrated", help="model folder (default: %(default)s)"
+    )
+    bench_serve.add_argument("--out", default="bench/serve", help="where results go (default: %(default)s)")
+    bench_serve.set_defaults(func=_bench_serve)
     bench_detect = bench.add_parser("detect", help="`dfguard detect` latency on a 10 s clip; models table")
     bench_detect.add_argument(
         "--model", default="models/calibrated", help="model folder (default: %(default)s)"
