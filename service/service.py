@@ -58,6 +58,7 @@ FileUpload = Annotated[Path, ContentType("*/*")]
 @bentoml.service(
     name="dfguard-detector",
     workers=SERVE.workers,
+    threads=SERVE.threads,
     traffic={"timeout": 600, "concurrency": 64},
     http={"host": SERVE.host, "port": SERVE.port},
 )

@@ -239,6 +239,9 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 3000
     workers: int = 1  # worker processes, each with its own model copy
+    # Requests each worker judges at once (BentoML runs one by default): decoding and face detection
+    # release the GIL, so a few overlap well even on 2 cores.
+    threads: int = 4
     model_uri: str = "models:/dfguard-detector@champion"  # or a local model folder
     reload_interval_s: float = 60.0  # how often the registry is asked whether the champion moved; 0: never
     max_image_mb: float = 20.0  # uploads above these are refused (413) while streaming, before decoding

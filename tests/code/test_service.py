@@ -461,3 +461,38 @@ def test_a_champion_that_cannot_load_is_refused_and_the_current_one_kept(service
         assert answer.status_code == 200 and answer.json()["model"]["version"] == serving
     finally:
         move_alias(client_mlflow, "champion", serving)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        (
+            "POST",
+            "/detect",
+            {
+                "content": b"--x\r\nnot really multipart",
+                "headers": {"Content-Type": "multipart/form-data; boundary=x"},
+            },
+        ),
+        ("POST", "/detect", {"json": {"file": "/etc/passwd"}}),
+        (
+            "POST",
+            "/detect",
+            {"content": b"\xff" * 1000, "headers": {"Content-Type": "application/octet-stream"}},
+        ),
+        (
+            "POST",
+            "/detect",
+            {"data": {"explain": "maybe"}, "files": {"file": ("a.png", b"\x89PNG\r\n\x1a\n")}},
+        ),
+        ("POST", "/detect/batch", {"files": {"nothing": ("a.png", b"x")}}),
+        ("GET", "/detect", {}),
+        ("GET", "/static_content/../../../etc/passwd", {}),
+        ("GET", "/detect_job/get", {"params": {"task_id": "'; DROP TABLE result; --"}}),
+    ],
+)
+def test_hostile_requests_get_a_client_error_never_a_500(service, method, path, kwargs):
+    with service.client() as client:
+        response = client.request(method, path, **kwargs)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert "Traceback" not in response.text

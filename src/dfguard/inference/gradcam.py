@@ -10,6 +10,8 @@ and normalising that to its own peak would make noise look like evidence.)
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import torch
@@ -29,6 +31,9 @@ def last_conv(model: Detector) -> nn.Conv2d:
 def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> np.ndarray:
     """Heat maps in [0, 1], one per crop, each the crop's size (N, H, W), of the evidence for the side
     (fake if its logit >= 0, else real) each crop is scored on."""
+    # On a private copy: a hook on the shared model would catch other threads' forward passes (the
+    # service judges several requests at once), and the backward pass would leave gradients on it.
+    model = copy.deepcopy(model)
     layer = last_conv(model)
     captured: dict[str, torch.Tensor] = {}
 
@@ -37,7 +42,6 @@ def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> n
         captured["activations"] = output
 
     handle = layer.register_forward_hook(keep)
-    was_training = model.training
     model.eval()
     try:
         batch = to_batch(crops, model.preset).to(device).requires_grad_(True)
@@ -46,7 +50,6 @@ def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> n
             logits.abs().sum().backward()  # d|z|/dz is the sign: the predicted class's score
     finally:
         handle.remove()
-        model.train(was_training)
     activations = captured["activations"]
     weights = activations.grad.mean(dim=(2, 3), keepdim=True)
     cams = torch.relu((weights * activations).sum(dim=1)).detach().float().cpu().numpy()
