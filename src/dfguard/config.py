@@ -254,8 +254,6 @@ class ServeConfig:
     admin_key_ids: tuple[str, ...] = ()  # key ids allowed `POST /admin/reload`; () = every key
     rate_per_s: float = 5.0  # requests per second per key (client address without auth), sustained
     rate_burst: int = 20  # requests a key may make at once before the rate applies
-    max_batch_size: int = 32  # face crops classified in one forward pass across concurrent requests
-    max_latency_ms: int = 200  # the longest a crop waits for others to fill a batch
 
 
 @dataclass

@@ -431,7 +431,7 @@ def test_explain_adds_grad_cam_overlays(service, inference_media):
     with service.client() as client:
         answer = client.post(
             "/detect",
-            params={"explain": "true"},
+            data={"explain": "true"},
             files={"file": ("a.mp4", (inference_media / "face.mp4").read_bytes())},
         ).json()
     assert 1 <= len(answer["explanations"]) <= 3
