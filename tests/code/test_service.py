@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dfguard.feedback import open_store
 from dfguard.registry import configure, move_alias
 from dfguard.registry.store import DB_NAME
 from dfguard.runtime import TELEMETRY_OFF
+from dfguard.serving.launch import free_port, wait_until_ready
 
 STARTUP_TIMEOUT_S = 180
 SECRET, ADMIN_SECRET, BURST_SECRET = "dfg_test-client-key", "dfg_test-admin-key", "dfg_test-burst-key"
@@ -46,26 +46,6 @@ class Service:
 
     def client(self, secret: str = SECRET) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {secret}"}, timeout=120)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dfguard serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"dfguard serve not ready in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +90,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, trained_detector) -> Servi
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     log = root / "serve.log"
     env = {**os.environ, "BENTOML_HOME": str(root / "bentoml"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     dfguard = Path(sys.executable).parent / "dfguard"
@@ -125,7 +105,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, trained_detector) -> Servi
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, log)
+        wait_until_ready(url, process, log, STARTUP_TIMEOUT_S)
         yield Service(url, root, registry, feedback, log)
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,12 @@ import numpy as np
 from dfguard.faces.frames import read_sampled
 from dfguard.inference.predictor import Predictor
 from dfguard.plots import plot_throughput
+from dfguard.serving.launch import free_port, wait_until_ready
 
 LEVELS = (1, 8, 32)
 PER_CLIENT = {"photo": 4, "clip": 1}
 JUDGED = frozenset({"FAKE", "REAL", "UNCERTAIN"})
 READY_TIMEOUT_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _load(call: Callable[[], bool], clients: int, per_client: int) -> dict[str, Any]:
@@ -71,7 +65,7 @@ def _load(call: Callable[[], bool], clients: int, per_client: int) -> dict[str, 
 
 
 def _start_service(model_dir: Path, store_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     overrides = [
         "--set", f"feedback.root={store_dir}", "--set", "serve.auth=off",
         "--set", "serve.rate_per_s=100000", "--set", "serve.rate_burst=100000",
@@ -83,18 +77,12 @@ def _start_service(model_dir: Path, store_dir: Path, log: Path) -> tuple[subproc
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dfguard serve exited with {process.returncode}: see {log}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError(f"dfguard serve not ready in {READY_TIMEOUT_S} s: see {log}")
+    try:
+        wait_until_ready(url, process, log, READY_TIMEOUT_S)
+    except RuntimeError:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return process, url
 
 
 def run_bench_serve(model_dir: Path, clip: Path, out_dir: Path) -> dict[str, Any]:

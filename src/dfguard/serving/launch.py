@@ -5,9 +5,14 @@ them)."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from dfguard.config import ServeConfig
 from dfguard.servers import Server
@@ -22,3 +27,26 @@ def service_server(cfg: ServeConfig, params_path: Path, overrides: dict[str, Any
     command = [str(bentoml), "serve", SERVICE_IMPORT, "--host", cfg.host, "--port", str(cfg.port)]
     env = {PARAMS_ENV: str(params_path.resolve()), OVERRIDES_ENV: json.dumps(overrides)}
     return Server("dfguard service", command, f"http://{cfg.host}:{cfg.port}", env)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it), for a service started next."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Poll `url`/readyz until the service started as `process` answers 200; RuntimeError with the end
+    of its `log` if it exits first or is not ready within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dfguard serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"dfguard serve not ready in {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
