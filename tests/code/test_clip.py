@@ -25,10 +25,13 @@ from dfguard.models.clip import (
     WEIGHTS_FILE,
     ClipOnnxEncoder,
     ClipVisionTower,
+    clip_onnx_path,
     clip_preset,
+    int8_products_saturate,
     load_clip_weights,
     pretrained_tower,
     tower_cache_dir,
+    unsaturated_graph,
 )
 from dfguard.transforms import hflip, to_batch
 
@@ -83,6 +86,34 @@ def test_the_rebuild_gives_the_int8_graphs_embeddings_on_real_faces(
     assert _cosine(embedding, int8.embedding).min() > 0.95
     assert _cosine(tokens[:, 0].numpy(), int8.tokens[:, 0]).min() > 0.9  # the CLS token itself
     assert _cosine(embedding, mirrored).min() > 0.9
+
+
+def test_the_uint8_shifted_graph_computes_the_same_integers(face_crops: list[np.ndarray]) -> None:
+    """Where this CPU does not saturate, the encoder runs the shipped graph: the shifted one must give
+    its numbers exactly; where it does, the encoder runs the shifted one."""
+    import onnxruntime
+
+    batch = to_batch(face_crops[:2], clip_preset()).numpy()
+    encoder = ClipOnnxEncoder()
+    shifted = onnxruntime.InferenceSession(
+        unsaturated_graph(clip_onnx_path()), providers=["CPUExecutionProvider"]
+    )
+    expected = encoder.encode_batch(batch)
+    embedding, tokens = shifted.run(encoder.output_names, {encoder.input_name: batch})
+    np.testing.assert_allclose(embedding, expected.embedding, atol=1e-5)
+    np.testing.assert_allclose(tokens, expected.tokens, atol=1e-4)
+
+
+def test_only_a_cpu_known_to_have_vnni_runs_the_shipped_int8_graph(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, saturates in (
+        ("fpu avx2 avx512f avx512_vnni", False),
+        ("avx2 avx_vnni", False),
+        ("avx2 fma", True),
+    ):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert int8_products_saturate(cpuinfo) is saturates
+    assert int8_products_saturate(tmp_path / "absent") is True
 
 
 def test_the_cache_is_reused_and_rebuilt_when_it_does_not_match(

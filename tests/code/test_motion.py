@@ -101,7 +101,11 @@ def test_video_drift_takes_the_most_drifting_track_and_nan_without_motion() -> N
     )
     shuffled = faces.sample(frac=1, random_state=0)  # tracks are put back in frame order
     drift = video_drift(shuffled, lambda row: crops[shuffled.index[row]])
-    assert drift["crowd"] == pytest.approx(2.0, abs=0.3)
+    # The drifting track's own measure, not its nominal 2 px: with 4 frames OpenCV's registration
+    # lands at 1.7 px and the still track at 0.2; this test is about which track wins.
+    own, calm = face_drift(drifting), face_drift(still)
+    assert own is not None and calm is not None and own > 1.0 > 0.5 > calm
+    assert drift["crowd"] == pytest.approx(own)
     assert np.isnan(drift["photo"])
 
 
