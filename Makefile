@@ -31,8 +31,8 @@ run: $(STAMP)
 	$(BIN)/dfguard run
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests pipelines service
-	$(BIN)/ruff format --check src tests pipelines service
+	$(BIN)/ruff check src tests pipelines service dashboard
+	$(BIN)/ruff format --check src tests pipelines service dashboard
 
 # The network tests (photos fetched from npm/PyPI) run too; offline: make test MARKERS="not slow and not network".
 test: lint

@@ -9,9 +9,7 @@ setting reaches them.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +20,7 @@ from bentoml.validators import ContentType
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from dfguard.config import PARAMS_FILE, load_config
+from dfguard.config import config_from_env
 from dfguard.feedback import StoreWriter, open_store
 from dfguard.runtime import configure_runtime
 from dfguard.serving.detection import Judgement, judge_file, store_record
@@ -32,9 +30,7 @@ from dfguard.serving.security import BodyLimitMiddleware, GuardMiddleware, keys_
 
 log = logging.getLogger("dfguard.service")
 
-CONFIG = load_config(
-    Path(os.environ.get("DFGUARD_PARAMS", PARAMS_FILE)), json.loads(os.environ.get("DFGUARD_OVERRIDES", "{}"))
-)
+CONFIG = config_from_env()
 SERVE = CONFIG.serve
 # Checked here, not on the first request: Starlette builds middleware lazily.
 keys_for(SERVE)

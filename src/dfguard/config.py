@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -257,6 +258,21 @@ class ServeConfig:
 
 
 @dataclass
+class DashboardConfig:
+    """`dfguard dashboard`: the reviewers' Streamlit app over the prediction store."""
+
+    host: str = "127.0.0.1"
+    port: int = 8501
+    service_url: str = "http://127.0.0.1:3000"  # "Check a file" sends uploads here ($DFGUARD_API_KEY as key)
+    # "local": the store's users table (`dfguard users add`); "oidc": Streamlit's st.login, configured in
+    # .streamlit/secrets.toml, with roles from the users table by e-mail
+    auth: str = "local"
+    lease_minutes: float = 10.0  # an item a reviewer opened is theirs this long, then back in the queue
+    second_review_share: float = 0.1  # of the items, labelled again by a second reviewer (agreement)
+    queue_rule: str = "uncertain"  # the queue's default order: uncertain, disagreement, oldest, audit
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -269,6 +285,7 @@ class Config:
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
 
 def _coerce(value: Any, annotation: Any) -> Any:
@@ -367,6 +384,25 @@ def load_config(params_path: Path | None = PARAMS_FILE, overrides: dict[str, Any
             raise _unknown_section(config, name, where)
         _apply(config, name, {key: value}, where)
     return config
+
+
+# How `dfguard serve` and `dfguard dashboard` hand their settings to the processes they start (BentoML's
+# workers, Streamlit's script runs): the params file's path and a JSON object of `section.key` values.
+PARAMS_ENV, OVERRIDES_ENV = "DFGUARD_PARAMS", "DFGUARD_OVERRIDES"
+
+
+def settings_env(params_path: Path, overrides: dict[str, Any]) -> dict[str, str]:
+    """The environment that makes `config_from_env` in a child process load this configuration."""
+    return {PARAMS_ENV: str(params_path.resolve()), OVERRIDES_ENV: json.dumps(overrides)}
+
+
+def config_from_env() -> Config:
+    """The configuration a parent `dfguard` command passed down (see `settings_env`); without one, the
+    params file in the working directory."""
+    overrides = json.loads(os.environ.get(OVERRIDES_ENV, "") or "{}")
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"${OVERRIDES_ENV} must be a JSON object of section.key values")
+    return load_config(Path(os.environ.get(PARAMS_ENV, "") or PARAMS_FILE), overrides)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -70,6 +70,7 @@ def _prediction_dict(verdict: str = "FAKE", probability: float | None = 0.91) ->
         "flip_rate": 0.0,
         "drift": None,
         "appearance_logit": None,
+        "threshold": 0.45,
         "features": [0.25, -0.5, 1.0],
         "quality": {
             "face_px": 120.0,
@@ -462,15 +463,15 @@ def test_a_failed_step_leaves_the_database_as_it_was(tmp_path, monkeypatch) -> N
 
     def broken_step(connection) -> None:
         connection.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
-        raise RuntimeError("step 3 failed")
+        raise RuntimeError("the last step failed")
 
     engine = make_engine(f"sqlite:///{tmp_path}/store.db")
     upgrade(engine, target=1)
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken_step))
     monkeypatch.setattr(schema, "HEAD", len(schema.MIGRATIONS))
-    with pytest.raises(RuntimeError, match="step 3 failed"):
-        upgrade(engine, target=3)
-    # Steps 2 and 3 ran in one transaction, DDL included: neither left anything.
+    with pytest.raises(RuntimeError, match="the last step failed"):
+        upgrade(engine, target=len(schema.MIGRATIONS))
+    # Steps 2 to the broken one ran in one transaction, DDL included: none left anything.
     assert set(sa.inspect(engine).get_table_names()) == {"schema_version", "predictions", "prediction_crops"}
     with engine.connect() as connection:
         assert schema.current_version(connection) == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from dfguard.cli.common import Commands, config_from
@@ -22,21 +21,18 @@ def _registry_client(args: argparse.Namespace) -> tuple[Config, MlflowClient]:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from dfguard.registry import list_versions
+    from dfguard.registry import version_summaries
 
     _, client = _registry_client(args)
-    versions = list_versions(client)
-    if not versions:
+    summaries = version_summaries(client)
+    if not summaries:
         print("no registered versions")
         return 0
     print(f"{'version':>7}  {'aliases':<30} {'created (UTC)':<16}  {'video AUC':>9}  {'ECE':>6}  gate   run")
-    for version in versions:
-        metrics = client.get_run(version.run_id).data.metrics
-        auc, ece = (metrics.get(key, float("nan")) for key in ("video.auc", "video.ece"))
-        created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    for row in summaries:
         print(
-            f"{version.version:>7}  {','.join(sorted(version.aliases)) or '-':<30} {created:<16}  "
-            f"{auc:>9.4f}  {ece:>6.4f}  {version.tags.get('gate.passed', '-'):<5}  {version.run_id}"
+            f"{row.version:>7}  {','.join(row.aliases) or '-':<30} {row.created:%Y-%m-%d %H:%M}  "
+            f"{row.video_auc:>9.4f}  {row.video_ece:>6.4f}  {row.gate:<5}  {row.run_id}"
         )
     return 0
 

@@ -21,6 +21,9 @@ import numpy as np
 QUALITY_KEYS = ("face_px", "sharpness", "brightness", "jpeg_quality", "blockiness")
 MEDIA_KINDS = ("image", "video")
 LABELS = ("fake", "real", "unsure")
+ROLES = ("reviewer", "engineer")  # of the dashboard's users: engineers also promote and roll back models
+# What a reviewer may say a fake is (or leave empty): the families detectors are compared on.
+MANIPULATIONS = ("face_swap", "reenactment", "lip_sync", "synthetic", "attribute_edit", "other")
 
 PREDICTION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -47,6 +50,17 @@ def check_label(label: str) -> str:
     if label not in LABELS:
         raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
     return label
+
+
+def check_manipulation(manipulation: str | None) -> str | None:
+    """None (or "") for no kind given, else one of MANIPULATIONS."""
+    if manipulation in (None, ""):
+        return None
+    if manipulation not in MANIPULATIONS:
+        raise ValueError(
+            f"manipulation must be one of {', '.join(MANIPULATIONS)} or empty, got {manipulation!r}"
+        )
+    return manipulation
 
 
 def utc(moment: datetime, what: str) -> datetime:
@@ -97,6 +111,7 @@ class PredictionRecord:
     temporal_std: float | None = None
     flip_rate: float | None = None
     drift: float | None = None
+    threshold: float | None = None  # of the calibration that judged it
     n_faces: int | None = None  # None counts `faces`
     n_frames: int | None = None  # None counts `frames`
     quality: dict[str, float | None] = field(default_factory=dict)  # QUALITY_KEYS; NaN or None: unmeasured
@@ -131,7 +146,7 @@ class PredictionRecord:
         if probability is not None and not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must lie in [0, 1], got {probability}")
         object.__setattr__(self, "probability", probability)
-        for name in ("logit", "appearance_logit", "temporal_std", "flip_rate", "drift"):
+        for name in ("logit", "appearance_logit", "temporal_std", "flip_rate", "drift", "threshold"):
             object.__setattr__(self, name, _optional_float(getattr(self, name), name))
         unknown = sorted(set(self.quality) - set(QUALITY_KEYS))
         if unknown:
@@ -207,6 +222,7 @@ class PredictionRecord:
             temporal_std=prediction.get("temporal_std"),
             flip_rate=prediction.get("flip_rate"),
             drift=prediction.get("drift"),
+            threshold=prediction.get("threshold"),
             # The predictor may measure more than this schema stores; the test suite keeps them equal.
             quality={key: quality[key] for key in QUALITY_KEYS if key in quality},
             features=prediction.get("features"),

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from dfguard.feedback.db import MIGRATION_LOCK, masked_url, write_transaction
-from dfguard.feedback.record import LABELS, QUALITY_KEYS
+from dfguard.feedback.record import LABELS, QUALITY_KEYS, ROLES
 
 
 class SchemaError(RuntimeError):
@@ -91,6 +91,9 @@ predictions = sa.Table(
     sa.Column("frames", sa.JSON, nullable=False),
     sa.Column("seconds", sa.JSON, nullable=False),
     sa.Column("upload_suffix", sa.String(6)),  # of the saved upload; NULL when none was saved
+    # The decision threshold of the calibration that judged it (a review queue ranks by the distance to
+    # it); NULL for rows written before schema version 3 and for statuses.
+    sa.Column("threshold", sa.Float),
 )
 
 prediction_crops = sa.Table(
@@ -120,9 +123,34 @@ labels = sa.Table(
     sa.Column("reviewer", sa.String, nullable=False),
     sa.Column("note", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("manipulation", sa.String(32)),  # the reviewer's guess of how a fake was made; NULL: none
     sa.CheckConstraint(f"label IN ({', '.join(repr(label) for label in LABELS)})", name="labels_label"),
     # Ids are never reused, so the highest id of a prediction is its latest label.
     sqlite_autoincrement=True,
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(128), nullable=False),  # bcrypt, salt included
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(f"role IN ({', '.join(repr(role) for role in ROLES)})", name="users_role"),
+)
+
+# One reviewer holds an item at a time; a lease past `expires_at` is free for the next reviewer.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column(
+        "prediction_id",
+        sa.String(32),
+        sa.ForeignKey("predictions.prediction_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("reviewer", sa.String(64), nullable=False, index=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
 )
 
 
@@ -227,8 +255,40 @@ def _v2_labels(connection: Connection) -> None:
         )
 
 
+def _v3_review(connection: Connection) -> None:
+    """The reviewer dashboard: its users, the leases that keep two reviewers off one item, a label's
+    manipulation kind, and each prediction's decision threshold (the queue ranks by distance to it)."""
+    connection.exec_driver_sql("ALTER TABLE predictions ADD COLUMN threshold FLOAT")
+    # A new nullable column is no UPDATE: the append-only triggers are untouched.
+    connection.exec_driver_sql("ALTER TABLE labels ADD COLUMN manipulation VARCHAR(32)")
+    frozen = sa.MetaData()
+    sa.Table("predictions", frozen, sa.Column("prediction_id", sa.String(32), primary_key=True))
+    sa.Table(
+        "users",
+        frozen,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("password_hash", sa.String(128), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.CheckConstraint("role IN ('reviewer', 'engineer')", name="users_role"),
+    )
+    sa.Table(
+        "leases",
+        frozen,
+        sa.Column(
+            "prediction_id",
+            sa.String(32),
+            sa.ForeignKey("predictions.prediction_id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("reviewer", sa.String(64), nullable=False, index=True),
+        sa.Column("expires_at", UTCDateTime, nullable=False),
+    )
+    frozen.create_all(connection, tables=[frozen.tables["users"], frozen.tables["leases"]], checkfirst=False)
+
+
 # Append only; never edit or reorder a released step (a database records which it has applied).
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_predictions, _v2_labels)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_predictions, _v2_labels, _v3_review)
 HEAD = len(MIGRATIONS)
 
 

@@ -33,6 +33,7 @@ from dfguard.feedback.record import (
     QUALITY_KEYS,
     PredictionRecord,
     check_label,
+    check_manipulation,
     check_sha256,
     check_upload_suffix,
     utc,
@@ -57,6 +58,7 @@ FLOAT_COLUMNS = [
     "temporal_std",
     "flip_rate",
     "drift",
+    "threshold",
     *QUALITY_KEYS,
 ]
 LABEL_COLUMNS = [column.name for column in labels.columns]
@@ -194,10 +196,19 @@ class PredictionStore:
                     return
             raise
 
-    def add_label(self, prediction_id: str, label: str, reviewer: str, note: str = "") -> int:
+    def add_label(
+        self,
+        prediction_id: str,
+        label: str,
+        reviewer: str,
+        note: str = "",
+        manipulation: str | None = None,
+    ) -> int:
         """Append a reviewer's label and return its id. Labels are never changed: a new label of the
-        same prediction supersedes the old one in `latest_labels`, and both stay in `labels`."""
+        same prediction supersedes the old one in `latest_labels` (the reviewer's own, in
+        `reviewer_labels`), and both stay in `labels`."""
         check_label(label)
+        manipulation = check_manipulation(manipulation)
         if not isinstance(reviewer, str) or not reviewer.strip():
             raise ValueError("reviewer must name who labelled (a non-empty string)")
         if not isinstance(note, str):
@@ -211,6 +222,7 @@ class PredictionStore:
                     label=label,
                     reviewer=reviewer.strip(),
                     note=note,
+                    manipulation=manipulation,
                     created_at=datetime.now(UTC),
                 )
             )
@@ -373,6 +385,12 @@ class PredictionStore:
         """The latest label of each labelled prediction, oldest first."""
         return self._label_frame(self._latest_labels_query().order_by(labels.c.id))
 
+    def reviewer_labels(self) -> pd.DataFrame:
+        """Each reviewer's latest label of each prediction they labelled, oldest first: what agreement
+        between reviewers is measured on (a reviewer who changed their mind counts once)."""
+        newest = sa.select(sa.func.max(labels.c.id)).group_by(labels.c.prediction_id, labels.c.reviewer)
+        return self._label_frame(sa.select(labels).where(labels.c.id.in_(newest)).order_by(labels.c.id))
+
     def summary(self) -> StoreSummary:
         """Counts for `dfguard feedback stats`."""
         with self.engine.connect() as connection:
@@ -453,6 +471,7 @@ def _prediction_row(record: PredictionRecord, upload_suffix: str | None) -> dict
         "temporal_std": record.temporal_std,
         "flip_rate": record.flip_rate,
         "drift": record.drift,
+        "threshold": record.threshold,
         "calibration": record.calibration,
         "reason": record.reason,
         "n_faces": record.n_faces,

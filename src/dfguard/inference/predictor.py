@@ -77,6 +77,8 @@ class Prediction:
     # None for a photo or a track of one face. Reals stay near 0.1, pasted faces drift (motion.py).
     drift: float | None = None
     appearance_logit: float | None = None  # the detector's own logit, before the motion evidence
+    # The decision threshold of the calibration that judged it (0.5 uncalibrated); None when not judged.
+    threshold: float | None = None
     features: list[float] | None = None  # mean face embedding, for drift monitoring
     # The faces' medians of face_px and the quality measures (faces/quality.py): what drift reports and
     # reviewers compare, since a detector fails first on faces unlike those it was trained on.
@@ -350,6 +352,7 @@ class Predictor:
             faces=_face_scores(media.faces, face_probs, source_scale),
             temporal_std=round(float(frame_probs.std()), 6),
             flip_rate=_flip_rate(frame_probs >= threshold),
+            threshold=round(float(threshold), 6),
             drift=None if np.isnan(video_drift_px) else round(video_drift_px, 4),
             appearance_logit=round(float(videos["appearance_logit"].iloc[0]), 6) if self.motion else None,
             features=[round(float(v), 5) for v in scores.features.mean(axis=0)],

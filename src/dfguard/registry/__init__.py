@@ -32,7 +32,14 @@ from dfguard.registry.publish import (
 )
 from dfguard.registry.runs import METRICS_ARTIFACT, MODEL_ARTIFACT, log_model_run
 from dfguard.registry.store import MODEL_NAME, configure, embedded_uri
-from dfguard.registry.versions import get_version, list_versions, register, version_metrics
+from dfguard.registry.versions import (
+    VersionSummary,
+    get_version,
+    list_versions,
+    register,
+    version_metrics,
+    version_summaries,
+)
 
 __all__ = [
     "CHALLENGER",
@@ -44,6 +51,7 @@ __all__ = [
     "PREVIOUS",
     "Lineage",
     "Registered",
+    "VersionSummary",
     "alias_transaction",
     "champion_to_rescore",
     "collect_lineage",
@@ -65,4 +73,5 @@ __all__ = [
     "register_challenger",
     "resolve_version",
     "version_metrics",
+    "version_summaries",
 ]

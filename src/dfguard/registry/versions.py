@@ -4,6 +4,9 @@ alias, and reading back what was logged with them."""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -60,3 +63,37 @@ def version_metrics(client: MlflowClient, version: ModelVersion) -> dict[str, An
         except (MlflowException, OSError) as err:
             raise ValueError(f"version {version.version} has no {METRICS_ARTIFACT}: {err}") from err
         return json.loads(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """A registered version as `dfguard models list` and the dashboard's models page show it."""
+
+    version: str
+    aliases: tuple[str, ...]
+    created: datetime
+    video_auc: float  # the run's logged metrics; NaN when missing
+    video_ece: float
+    gate: str  # the last promotion gate's verdict ("True", "False") or "-" when never gated
+    run_id: str
+    tags: dict[str, str]
+
+
+def version_summaries(client: MlflowClient) -> list[VersionSummary]:
+    """Every registered version with its headline metrics, newest first."""
+    summaries = []
+    for version in list_versions(client):
+        metrics = client.get_run(version.run_id).data.metrics
+        summaries.append(
+            VersionSummary(
+                version=str(version.version),
+                aliases=tuple(sorted(version.aliases)),
+                created=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
+                video_auc=float(metrics.get("video.auc", math.nan)),
+                video_ece=float(metrics.get("video.ece", math.nan)),
+                gate=version.tags.get("gate.passed", "-"),
+                run_id=version.run_id,
+                tags=dict(version.tags),
+            )
+        )
+    return summaries

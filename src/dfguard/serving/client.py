@@ -22,11 +22,23 @@ class DetectionClient:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
 
-    def detect(self, path: Path) -> dict[str, Any]:
+    def detect(self, path: Path, explain: bool = False) -> dict[str, Any]:
         """The service's answer for one file (its statuses included); ServiceError when it answers none."""
+        with path.open("rb") as handle:
+            return self._detect(path.name, handle, explain, str(path))
+
+    def detect_bytes(self, name: str, data: bytes, explain: bool = False) -> dict[str, Any]:
+        """As `detect`, for an upload held in memory (the dashboard's); `name` is only shown, the service
+        judges the bytes."""
+        return self._detect(name, data, explain, name)
+
+    def _detect(self, name: str, content: Any, explain: bool, shown: str) -> dict[str, Any]:
         try:
-            with path.open("rb") as handle:
-                response = self.http.post("/detect", files={"file": (path.name, handle)})
+            response = self.http.post(
+                "/detect",
+                files={"file": (name, content)},
+                data={"explain": "true"} if explain else None,
+            )
         except httpx.HTTPError as err:
             raise ServiceError(f"{self.http.base_url}: {err}") from err
         if response.status_code != 200:
@@ -35,7 +47,7 @@ class DetectionClient:
                 message = f"{error['code']}: {error['message']}"
             except (ValueError, KeyError, TypeError):
                 message = response.text[:300]
-            raise ServiceError(f"{path}: HTTP {response.status_code} {message}")
+            raise ServiceError(f"{shown}: HTTP {response.status_code} {message}")
         return response.json()
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ them)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -14,19 +13,19 @@ from typing import Any
 
 import httpx
 
-from dfguard.config import ServeConfig
+from dfguard.config import ServeConfig, settings_env
 from dfguard.servers import Server
 
 SERVICE_IMPORT = "service:Detector"
-PARAMS_ENV, OVERRIDES_ENV = "DFGUARD_PARAMS", "DFGUARD_OVERRIDES"
 
 
 def service_server(cfg: ServeConfig, params_path: Path, overrides: dict[str, Any]) -> Server:
     """`bentoml serve` of the service on `cfg.host`:`cfg.port`, reading `params_path` then `overrides`."""
     bentoml = Path(sys.executable).parent / "bentoml"  # this virtualenv's, whatever PATH says
     command = [str(bentoml), "serve", SERVICE_IMPORT, "--host", cfg.host, "--port", str(cfg.port)]
-    env = {PARAMS_ENV: str(params_path.resolve()), OVERRIDES_ENV: json.dumps(overrides)}
-    return Server("dfguard service", command, f"http://{cfg.host}:{cfg.port}", env)
+    return Server(
+        "dfguard service", command, f"http://{cfg.host}:{cfg.port}", settings_env(params_path, overrides)
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

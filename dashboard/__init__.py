@@ -1,0 +1,1 @@
+"""The reviewers' Streamlit dashboard (`dfguard dashboard` runs `app.py`)."""
