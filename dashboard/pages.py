@@ -28,19 +28,17 @@ HISTORY_ROWS = 2000
 
 
 def pages_for(user: User) -> list[st.Page]:
+    """The pages a user may open. Each is a file under views/ (so tests can open them one by one)
+    running one function of this module."""
     pages = [
-        st.Page(
-            queue_page, title="Review queue", icon=":material/checklist:", url_path="queue", default=True
-        ),
-        st.Page(check_page, title="Check a file", icon=":material/upload_file:", url_path="check"),
-        st.Page(history_page, title="History", icon=":material/history:", url_path="history"),
-        st.Page(stats_page, title="Stats", icon=":material/bar_chart:", url_path="stats"),
-        st.Page(drift_page, title="Drift and loop", icon=":material/monitoring:", url_path="drift"),
+        st.Page("views/queue.py", title="Review queue", icon=":material/checklist:", default=True),
+        st.Page("views/check.py", title="Check a file", icon=":material/upload_file:"),
+        st.Page("views/history.py", title="History", icon=":material/history:"),
+        st.Page("views/stats.py", title="Stats", icon=":material/bar_chart:"),
+        st.Page("views/drift.py", title="Drift and loop", icon=":material/monitoring:"),
     ]
     if user.is_engineer:
-        pages.append(
-            st.Page(models_page, title="Models", icon=":material/model_training:", url_path="models")
-        )
+        pages.append(st.Page("views/models.py", title="Models", icon=":material/model_training:"))
     return pages
 
 
@@ -58,6 +56,10 @@ def _skip(prediction_id: str, reviewer: str) -> None:
     release(store(), reviewer)
 
 
+def _release(reviewer: str) -> None:
+    release(store(), reviewer)
+
+
 def queue_page() -> None:
     user = require_user()
     cfg = settings().dashboard
@@ -70,6 +72,8 @@ def queue_page() -> None:
         index=rules.index(cfg.queue_rule) if cfg.queue_rule in rules else 0,
         format_func=RULES.get,
         key="queue_rule",
+        on_change=_release,  # a new order starts from its own first item, not the one held
+        args=(user.name,),
     )
     skipped = st.session_state.setdefault("skipped", [])
     item_id = lease_next(store(), user.name, rule, policy, exclude=skipped)

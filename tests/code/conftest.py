@@ -79,3 +79,21 @@ def inference_media(tmp_path_factory: pytest.TempPathFactory, face_scenes) -> Pa
     (root / "corrupt.mp4").write_bytes(b"\x00garbage" * 300)
     (root / "empty.mp4").write_bytes(b"")
     return root
+
+
+@pytest.fixture(scope="session")
+def served_records(trained_detector, inference_media) -> list:
+    """PredictionRecords made as the service makes them (`judge` then `store_record`, uploads kept) by
+    the trained detector on a face video, a portrait and a faceless clip."""
+    from dfguard.config import ServeConfig
+    from dfguard.inference.predictor import Predictor
+    from dfguard.serving.detection import Upload, judge, store_record
+    from dfguard.serving.models import ServedModel
+
+    _, model_dir = trained_detector
+    served = ServedModel(Predictor(model_dir), str(model_dir), "1", "champion", {"name": "small_cnn"})
+    records = []
+    for name in ("face.mp4", "portrait.png", "room.mp4"):
+        judgement = judge(served, Upload.of((inference_media / name).read_bytes()), ServeConfig())
+        records.append(store_record(judgement, served, "tests", keep_upload=True))
+    return records

@@ -1,0 +1,5 @@
+"""Models (engineers): champion, challenger and previous; promote and roll back."""
+
+from dashboard.pages import models_page
+
+models_page()
