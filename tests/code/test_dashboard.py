@@ -4,6 +4,7 @@ and leases, labelling, roles, history, stats, drift and models."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ from dfguard.review.users import add_user
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PASSWORD = "correct horse battery"
 TIMEOUT_S = 60
+
+
+@pytest.fixture(autouse=True)
+def real_main_module():
+    """AppTest installs the page script as `__main__` and leaves it there; processes spawned later in
+    the session (extraction's pool, DataLoader workers) would re-run the page instead of starting."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture

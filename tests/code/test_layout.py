@@ -38,6 +38,7 @@ LAYERS = [
     "promotion",
     "feedback",
     "serving",
+    "review",
     "cli",
 ]
 # Imports of a later subpackage that stay, each with its reason. No other is allowed.

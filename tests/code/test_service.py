@@ -7,10 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -20,16 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from launch_helpers import dfguard_server
 from registry_helpers import evaluation, register_tiny, save_tiny_model
 
 from dfguard.config import FeedbackConfig, RegistryConfig
 from dfguard.feedback import open_store
 from dfguard.registry import configure, move_alias
 from dfguard.registry.store import DB_NAME
-from dfguard.runtime import TELEMETRY_OFF
-from dfguard.serving.launch import free_port, wait_until_ready
+from dfguard.serving.launch import free_port
 
-STARTUP_TIMEOUT_S = 180
 SECRET, ADMIN_SECRET, BURST_SECRET = "dfg_test-client-key", "dfg_test-admin-key", "dfg_test-burst-key"
 MAX_IMAGE_MB, MAX_VIDEO_MB = 1, 2
 RATE_PER_S, RATE_BURST = 20.0, 40
@@ -54,8 +50,6 @@ def service(tmp_path_factory: pytest.TempPathFactory, trained_detector) -> Servi
     model) as champion; stopped (its whole process group) at the end of the session."""
     _, model_dir = trained_detector
     root = tmp_path_factory.mktemp("service")
-    for key, value in TELEMETRY_OFF.items():
-        os.environ.setdefault(key, value)
     registry = RegistryConfig(root=str(root / "mlflow"))
     client = configure(registry)
     version = register_tiny(client, model_dir, evaluation(0.7))
@@ -91,28 +85,11 @@ def service(tmp_path_factory: pytest.TempPathFactory, trained_detector) -> Servi
         )
     )
     port = free_port()
-    log = root / "serve.log"
-    env = {**os.environ, "BENTOML_HOME": str(root / "bentoml"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    dfguard = Path(sys.executable).parent / "dfguard"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(dfguard), "--params", str(params), "serve", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process, log, STARTUP_TIMEOUT_S)
-        yield Service(url, root, registry, feedback, log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    env = {"BENTOML_HOME": str(root / "bentoml"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    args = ["--params", str(params), "serve", "--port", str(port)]
+    with dfguard_server(args, url, root / "serve.log", root, env):
+        yield Service(url, root, registry, feedback, root / "serve.log")
 
 
 def _stored(service: Service, prediction_id: str, timeout_s: float = 20.0) -> dict:

@@ -35,17 +35,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    """Poll `url`/readyz until the service started as `process` answers 200; RuntimeError with the end
-    of its `log` if it exits first or is not ready within `timeout_s`."""
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen,
+    log: Path,
+    timeout_s: float,
+    path: str = "/readyz",
+    name: str = "dfguard serve",
+) -> None:
+    """Poll `url` + `path` until the server started as `process` answers 200 (the service's /readyz;
+    Streamlit's is /_stcore/health); RuntimeError with the end of its `log` if it exits first or is not
+    ready within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"dfguard serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"dfguard serve not ready in {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+    raise RuntimeError(f"{name} not ready in {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
