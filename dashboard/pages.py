@@ -266,7 +266,7 @@ def stats_page() -> None:
 def drift_page() -> None:
     require_user()
     cfg = settings()
-    reports = drift_reports(cfg.feedback.root)
+    reports = drift_reports(cfg.loop.drift_dir)
     runs = loop_runs(registry(), cfg.registry.experiment)
     st.markdown("**Feedback-loop runs** (each decides: wait, re-calibrate or fine-tune)")
     if runs.empty:

@@ -1,5 +1,5 @@
-"""`dfguard run` (the main job), `dfguard pipeline` and `dfguard flows`: the commands that run the Prefect
-flows. They plug into the CLI through the `dfguard.commands` entry point, so the library never imports
+"""`dfguard run` (the main job), `dfguard pipeline`, `dfguard loop` and `dfguard flows`: the commands
+that run the Prefect flows. They plug into the CLI through the `dfguard.commands` entry point, so the library never imports
 the flows; prefect itself is imported only when one of them runs."""
 
 from __future__ import annotations
@@ -122,6 +122,24 @@ def _flows_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_run(args: argparse.Namespace) -> int:
+    from pipelines.loop import loop_flow
+
+    result = loop_flow(action=args.decide or "", params_path=args.params)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif "refused" in result:
+        print(result["refused"])
+    else:
+        print(f"decision: {result['decision']['action']}")
+        for line in (*result["decision"]["reasons"], *result["checks"]):
+            print(f"  {line}")
+        if result["challenger"]:
+            verdict = "promoted to champion" if result["promoted"] else "not promoted"
+            print(f"challenger version {result['challenger']}: {verdict}")
+    return 1 if "refused" in result else 0
+
+
 def add_commands(commands: Commands) -> None:
     run = commands.add_parser("run", help="the main job: fetch sources, run the pipeline flow")
     run.set_defaults(func=_run)
@@ -137,3 +155,12 @@ def add_commands(commands: Commands) -> None:
     flows.add_parser(
         "serve", help="serve the flows on their schedules (needs `dfguard server start` running)"
     ).set_defaults(func=_flows_serve)
+    loop = commands.add_parser("loop", help="the continual-learning loop").add_subparsers(
+        dest="action", required=True
+    )
+    loop_run = loop.add_parser("run", help="one loop run: drift, gate, fine-tune or re-calibrate, promotion")
+    loop_run.add_argument(
+        "--decide", choices=["wait", "recalibrate", "finetune"], help="override the loop gate's decision"
+    )
+    loop_run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    loop_run.set_defaults(func=_loop_run)

@@ -143,6 +143,7 @@ class TrainConfig:
     lr: float = 1e-3  # of the head; the backbone gets lr * backbone_lr_scale
     backbone_lr_scale: float = 0.3
     weight_decay: float = 1e-4
+    grad_clip: float = 0.0  # largest gradient norm per step; 0: unclipped (the loop's fine-tunes clip)
     epochs: int = 8
     frozen_epochs: int = 1  # head-only warm-up epochs, backbone weights and BatchNorm frozen
     warmup_fraction: float = 0.1  # of all steps, linear learning-rate warm-up before the cosine decay
@@ -198,6 +199,7 @@ class FlowsConfig:
     workers: int = 0  # 0 uses every core
     pipeline_cron: str = "0 3 * * *"  # the whole chain, nightly
     extract_interval_minutes: int = 60  # new raw data becomes faces within the hour
+    loop_interval_minutes: int = 30  # how often the loop's gate looks for enough new labels
 
 
 @dataclass
@@ -273,6 +275,40 @@ class DashboardConfig:
 
 
 @dataclass
+class LoopConfig:
+    """The continual-learning loop: reviewers' labels -> feedback dataset -> drift report -> gate ->
+    low-learning-rate fine-tune with replay, or re-calibration -> challenger -> promotion."""
+
+    dataset_dir: str = "data/feedback-faces"  # the feedback face dataset (`dfguard feedback export`)
+    work_dir: str = "models/loop"  # each loop run's fine-tuned and calibrated models
+    holdout_share: float = 0.3  # items kept out of fine-tuning to measure the gain on (by content hash)
+    # The gate: when to wait, re-calibrate only, or fine-tune.
+    min_new_labels: int = 20  # labelled items since the last loop run before anything runs
+    min_errors: int = 5  # labelled items the champion got wrong that call for a fine-tune on their own
+    ece_rise: float = (
+        0.05  # the champion's calibration error on feedback above its test ECE by this: re-calibrate
+    )
+    # Drift: the current window of predictions against the champion's training faces.
+    drift_dir: str = (
+        "reports/drift"  # one HTML + JSON Evidently report per loop run (the dashboard lists them)
+    )
+    drift_window_days: float = 7.0  # predictions of the last D days ...
+    drift_window_last: int = 0  # ... or the last N predictions when > 0
+    drift_max_rows: int = 2000  # each side sampled down to this (the report's cost grows with rows)
+    drift_share: float = 0.5  # share of drifted columns that counts as drift
+    # The fine-tune: from the champion, few epochs at a low rate, replaying the original training faces.
+    lr: float = 1e-4  # the head's; the backbone gets lr * train.backbone_lr_scale
+    epochs: int = 2
+    samples_per_epoch: int = 512
+    replay_share: float = 0.5  # share of each epoch's faces drawn from the original training split
+    grad_clip: float = 1.0
+    # The promotion gate's loop checks, beside the `promotion` section's on the frozen test suite.
+    max_forgetting: float = 0.01  # frozen-suite video AUC may fall at most this much
+    min_holdout_gain: float = 0.0  # the challenger must beat the champion on the feedback holdout by more
+    simulated_reviewer: bool = False  # `dfguard loop demo` labels from ground truth; never on by default
+
+
+@dataclass
 class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -286,6 +322,7 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
 
 def _coerce(value: Any, annotation: Any) -> Any:

@@ -17,7 +17,6 @@ from dfguard.config import OVERRIDES_ENV, PARAMS_ENV, load_config
 from dfguard.feedback import DB_URL_ENV, open_store
 from dfguard.registry import configure, current_aliases, move_alias
 from dfguard.review.queue import QueuePolicy, queue_ids
-from dfguard.review.reports import DRIFT_DIR
 from dfguard.review.users import add_user
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -43,6 +42,7 @@ def params(tmp_path, monkeypatch) -> Path:
                 "feedback": {"root": str(tmp_path / "feedback")},
                 "registry": {"root": str(tmp_path / "mlflow")},
                 "dashboard": {"second_review_share": 0.0, "service_url": "http://127.0.0.1:9"},
+                "loop": {"drift_dir": str(tmp_path / "drift")},
             }
         )
     )
@@ -186,7 +186,7 @@ def test_history_stats_and_drift_pages(store, cfg) -> None:
     app.switch_page("views/drift.py").run()
     assert not app.exception, app.exception
     assert "No drift report yet." in _texts(app)
-    reports = Path(cfg.feedback.root) / DRIFT_DIR
+    reports = Path(cfg.loop.drift_dir)
     reports.mkdir(parents=True)
     (reports / "20261203T080000Z_scores.html").write_text("<html><body>drift of the scores</body></html>")
     app.run()

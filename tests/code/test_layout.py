@@ -39,6 +39,8 @@ LAYERS = [
     "feedback",
     "serving",
     "review",
+    "drift",
+    "loop",
     "cli",
 ]
 # Imports of a later subpackage that stay, each with its reason. No other is allowed.

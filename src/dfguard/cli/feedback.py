@@ -1,4 +1,4 @@
-"""The prediction store's commands: what it holds, and retention."""
+"""The prediction store's commands: what it holds, retention, and the feedback dataset it exports."""
 
 from __future__ import annotations
 
@@ -37,6 +37,24 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from dfguard.faces.table import read_contract
+    from dfguard.feedback import open_store
+    from dfguard.loop.dataset import export_feedback
+
+    cfg = config_from(args, {"loop.dataset_dir": args.out})
+    # The served models were trained on the face dataset's crops: the feedback is cropped alike.
+    contract = read_contract(cfg.train.faces_dir)
+    with open_store(cfg.feedback) as store:
+        summary = export_feedback(store, cfg.loop.dataset_dir, contract, cfg.loop.holdout_share)
+    print(
+        f"{summary.items} labelled items ({summary.faces} faces) -> {summary.out_dir}: by split "
+        f"{summary.by_split}, by label {summary.by_label}; left out: {summary.unsure} unsure, "
+        f"{summary.disagreements} where reviewers disagree, {summary.no_crops} without crops"
+    )
+    return 0
+
+
 def add_commands(commands: Commands) -> None:
     feedback = commands.add_parser("feedback", help="the prediction store").add_subparsers(
         dest="action", required=True
@@ -49,3 +67,6 @@ def add_commands(commands: Commands) -> None:
         "--days", type=int, help="delete those older than this many days (default: feedback.retention_days)"
     )
     purge.set_defaults(func=_purge)
+    export = feedback.add_parser("export", help="labelled predictions -> the feedback face dataset (loop)")
+    export.add_argument("--out", help="output folder (default: loop.dataset_dir)")
+    export.set_defaults(func=_export)

@@ -1,5 +1,5 @@
 """Where the feedback loop leaves what reviewers and engineers look at: Evidently drift reports (HTML
-files under the store's root) and the loop's runs (MLflow runs tagged as loop runs). The dashboard's
+files in `loop.drift_dir`) and the loop's runs (MLflow runs tagged as loop runs). The dashboard's
 drift page reads them from here; the loop writes them with the same names."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-DRIFT_DIR = "drift"  # under feedback.root: one `<UTC time>_<name>.html` per report
 LOOP_RUN_TAG = "dfguard.loop"  # on the MLflow run of each loop decision; its value is the decision
 
 
-def drift_reports(feedback_root: str | Path) -> list[Path]:
-    """The drift reports, newest first (their names start with the UTC time they were made)."""
-    folder = Path(feedback_root) / DRIFT_DIR
+def drift_reports(folder: str | Path) -> list[Path]:
+    """The drift reports in `folder`, newest first (their names start with the UTC time they were made)."""
+    folder = Path(folder)
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.glob("*.html") if p.is_file()), key=lambda p: p.name, reverse=True)

@@ -228,7 +228,7 @@ def _run_epoch(
     loader.sampler.epoch = epoch
     epoch_started = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
-    losses = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight)
+    losses = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight, cfg.grad_clip)
     train_loss = losses["train_loss"]
     bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
     metrics = validation_metrics(run.judged, val_faces, device)
@@ -395,6 +395,7 @@ def _train_epoch(
     device: str,
     use_amp: bool,
     blend_map_weight: float,
+    grad_clip: float = 0.0,
 ) -> dict[str, float]:
     """One pass over the epoch's batches; the bar shows the loss of the last 20. The weight average,
     when kept, is updated after every step. Returns the mean detection loss (`train_loss`) and, with
@@ -417,6 +418,7 @@ def _train_epoch(
             blend_map_weight,
             run.adversary,
             people,
+            grad_clip,
         )
         losses.append(loss)
         if run.adversary is not None:

@@ -22,6 +22,7 @@ def train_step(
     blend_map_weight: float = 1.0,
     adversary: IdentityAdversary | None = None,
     people: torch.Tensor | None = None,
+    grad_clip: float = 0.0,
 ) -> float:
     """Forward, loss, backward and update on one batch; returns the batch's detection loss.
 
@@ -33,6 +34,8 @@ def train_step(
     With an `adversary` (whose parameters `optimizer` must hold too), its loss at naming `people` from
     the features is added: it learns from it while the backbone is pushed the other way. It is left
     out of the returned loss, which then stays comparable between runs with and without one.
+    `grad_clip` > 0 caps the gradients' total norm: a fine-tune from a trained model on a few new
+    faces must not let one odd batch throw the weights far from where they were.
     """
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
         out = model(inputs)
@@ -44,6 +47,10 @@ def train_step(
         total = total + adversary.loss(out.features, people)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
     return float(loss.item())

@@ -1,0 +1,446 @@
+"""One run of the continual-learning loop, from the store's labels to a promoted (or refused) challenger:
+
+    export the feedback dataset -> drift report -> loop gate: wait | re-calibrate | fine-tune
+    -> challenger scored beside the champion on the frozen test suite and the feedback holdout
+    -> the loop's checks (forgetting, holdout gain, calibration) -> registered -> promotion gate
+
+Every run, whatever it decides, is an MLflow run tagged `dfguard.loop` with its inputs, decision,
+figures and drift report, which the dashboard's drift page lists. One run at a time: a file lock in
+`loop.work_dir`; a second run is refused with the holder's start time, never queued behind a lock it
+cannot see the end of. A run killed half-way leaves the aliases as they were (promotion moves them
+all-or-nothing) and its work folder is rebuilt by the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from dfguard.config import Config, EvaluateConfig, TrainConfig
+from dfguard.faces.contract import PreprocessingContract
+from dfguard.feedback import PredictionStore
+from dfguard.loop.dataset import HOLDOUT, ExportSummary, consensus_labels, export_feedback
+from dfguard.loop.finetune import build_loop_datasets, fine_tune, recalibrate
+from dfguard.loop.gate import ACTIONS, Action, LoopDecision, LoopInputs, loop_gate
+from dfguard.metrics import expected_calibration_error, roc_auc
+from dfguard.promotion import loadable, promote
+from dfguard.registry import (
+    CHAMPION,
+    MODEL_NAME,
+    current_aliases,
+    get_version,
+    load,
+    register_challenger,
+    version_metrics,
+)
+from dfguard.registry.runs import flatten, log_metrics
+from dfguard.registry.store import experiment_id
+from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "loop.lock"
+ACTING = ("finetune", "recalibrate")  # decisions that change a model; "wait" leaves the labels counted
+MIN_ECE_ITEMS = 10  # fewer labelled items give an ECE that says nothing
+MIN_DRIFT_ROWS = 30  # a window of fewer predictions is not compared with the reference
+
+
+class LoopBusyError(RuntimeError):
+    """Another loop run holds the lock."""
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    run_id: str
+    decision: LoopDecision
+    dataset: ExportSummary
+    drift: dict[str, Any] | None
+    challenger: str | None = None  # the registered version, when a model was made
+    promoted: bool = False
+    checks: tuple[str, ...] = ()  # the loop's own checks, then the promotion gate's reasons
+    scores: dict[str, Any] = field(default_factory=dict)  # {suite: {champion|challenger: figures}}
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "decision": self.decision.to_dict(),
+            "dataset": self.dataset.to_dict(),
+            "drift": self.drift,
+            "challenger": self.challenger,
+            "promoted": self.promoted,
+            "checks": list(self.checks),
+            "scores": self.scores,
+            "seconds": self.seconds,
+        }
+
+
+@contextmanager
+def loop_lock(work_dir: str | Path) -> Iterator[None]:
+    """Hold the loop's lock, or raise LoopBusyError. The kernel drops it when its process dies, so a killed
+    run never blocks the next one."""
+    path = Path(work_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LoopBusyError(f"a loop run is already running ({holder}): try again when it ends") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_loop(
+    cfg: Config,
+    store: PredictionStore,
+    client: MlflowClient,
+    action: Action | None = None,
+    flow_run_id: str = "",
+    progress: bool = False,
+) -> LoopResult:
+    """One loop run (see the module's docstring); `action` overrides the gate's decision (an engineer's
+    choice, recorded as such). Raises LoopBusyError when another run holds the lock, ValueError when there is
+    no champion to improve on."""
+    if action is not None and action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    with loop_lock(cfg.loop.work_dir):
+        return _run(cfg, store, client, action, flow_run_id, progress)
+
+
+def _run(
+    cfg: Config,
+    store: PredictionStore,
+    client: MlflowClient,
+    forced: Action | None,
+    flow_run_id: str,
+    progress: bool,
+) -> LoopResult:
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    champion = current_aliases(client).get(CHAMPION)
+    if champion is None:
+        raise ValueError(
+            "there is no champion to improve on: run `make run` (or `dfguard pipeline run`) first"
+        )
+    work = Path(cfg.loop.work_dir)
+    champion_dir = _champion_folder(client, champion, work)
+    config = json.loads((champion_dir / "config.json").read_text())
+    contract = PreprocessingContract.from_json(
+        json.dumps({**config["contract"], "hash": config["contract_hash"]})
+    )
+    dataset = export_feedback(store, cfg.loop.dataset_dir, contract, cfg.loop.holdout_share)
+    seconds["export"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    drift = _drift(cfg, store, champion_dir, work)
+    seconds["drift"] = time.perf_counter() - clock
+    since = _last_acting_run(client, cfg.registry.experiment)
+    inputs = _inputs(store, since, version_metrics(client, get_version(client, champion)), drift)
+    decision = loop_gate(inputs, cfg.loop)
+    if forced is not None and forced != decision.action:
+        decision = LoopDecision(forced, (*decision.reasons, f"{forced}: chosen by an engineer"), inputs)
+    log.info("loop decision: %s (%s)", decision.action, "; ".join(decision.reasons))
+
+    result = LoopResult("", decision, dataset, drift, seconds=seconds)
+    if decision.action != "wait":
+        result = _make_challenger(cfg, client, champion, champion_dir, decision, dataset, result, progress)
+    run_id = _log_run(cfg, client, result, flow_run_id)
+    return dataclasses.replace(
+        result, run_id=run_id, seconds={k: round(v, 1) for k, v in result.seconds.items()}
+    )
+
+
+def _make_challenger(
+    cfg: Config,
+    client: MlflowClient,
+    champion: str,
+    champion_dir: Path,
+    decision: LoopDecision,
+    dataset: ExportSummary,
+    result: LoopResult,
+    progress: bool,
+) -> LoopResult:
+    """Fine-tune (or only re-calibrate) the champion, score both models on both suites, and register
+    and gate the challenger."""
+    seconds = dict(result.seconds)
+    work = Path(cfg.loop.work_dir)
+    run_dir = work / "current"
+    shutil.rmtree(run_dir, ignore_errors=True)  # what a killed run left is rebuilt, never reused
+    clock = time.perf_counter()
+    replay_dir, calibration_dir = build_loop_datasets(
+        cfg.train.faces_dir, cfg.loop.dataset_dir, run_dir, cfg.loop.replay_share, cfg.train.seed
+    )
+    model_dir = champion_dir
+    train_config = None
+    if decision.action == "finetune":
+        trained = fine_tune(champion_dir, replay_dir, run_dir / "finetuned", cfg.loop, progress)
+        model_dir = trained.model_dir
+        train_config = json.loads((model_dir / "config.json").read_text())["training"]["config"]
+    seconds["train"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    challenger_dir = run_dir / "calibrated"
+    recalibrate(model_dir, calibration_dir, challenger_dir, cfg.calibrate, progress)
+    seconds["calibrate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    scores = {
+        "frozen": {
+            name: _frozen_scores(cfg.evaluate, folder, run_dir / f"evaluate-{name}")
+            for name, folder in (("champion", champion_dir), ("challenger", challenger_dir))
+        },
+        "holdout": {
+            name: holdout_scores(folder, cfg.loop.dataset_dir)
+            for name, folder in (("champion", champion_dir), ("challenger", challenger_dir))
+        },
+    }
+    checks = loop_checks(scores, cfg)
+    seconds["score"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    registered = register_challenger(
+        client,
+        dataclasses.replace(
+            cfg,
+            calibrate=dataclasses.replace(cfg.calibrate, out_dir=str(challenger_dir)),
+            evaluate=dataclasses.replace(cfg.evaluate, out_dir=str(run_dir / "evaluate-challenger")),
+            train=dataclasses.replace(cfg.train, **(_train_fields(train_config) if train_config else {})),
+        ),
+    )
+    tags = {
+        "loop.parent_version": champion,
+        "loop.action": decision.action,
+        "loop.feedback_fingerprint": dataset.fingerprint,
+        "loop.labels_used": str(dataset.items),
+        "loop.checks": "\n".join(checks),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, registered.version, key, value)
+    passed = all(line.startswith("pass") for line in checks)
+    promoted = False
+    if passed:
+        promotion = promote(
+            client,
+            registered.version,
+            cfg.promotion,
+            verify=loadable(client),
+            experiment=cfg.registry.experiment,
+        )
+        promoted = promotion.promoted
+        checks = (*checks, *promotion.gate.reasons)
+    seconds["register_promote"] = time.perf_counter() - clock
+    return dataclasses.replace(
+        result,
+        challenger=registered.version,
+        promoted=promoted,
+        checks=tuple(checks),
+        scores=scores,
+        seconds=seconds,
+    )
+
+
+def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[str, ...]:
+    """The loop's own promotion checks on figures of both models measured in this run: forgetting on
+    the frozen test suite, a gain on the feedback holdout, a bounded calibration error."""
+    policy = cfg.loop
+    frozen, holdout = scores["frozen"], scores["holdout"]
+    old, new = frozen["champion"]["auc"], frozen["challenger"]["auc"]
+    drop = old - new
+    checks = [
+        (
+            not math.isnan(drop) and drop <= policy.max_forgetting + 1e-9,
+            f"frozen suite video AUC {new:.4f} vs champion {old:.4f} (forgetting {drop:+.4f}, "
+            f"at most {policy.max_forgetting})",
+        )
+    ]
+    metric = (
+        "auc"
+        if not (math.isnan(holdout["champion"]["auc"]) or math.isnan(holdout["challenger"]["auc"]))
+        else "accuracy"
+    )
+    gain = holdout["challenger"][metric] - holdout["champion"][metric]
+    checks.append(
+        (
+            not math.isnan(gain) and gain > policy.min_holdout_gain,
+            f"feedback holdout {metric} {holdout['challenger'][metric]:.4f} vs champion "
+            f"{holdout['champion'][metric]:.4f} (gain {gain:+.4f}, more than {policy.min_holdout_gain} "
+            f"needed; {holdout['challenger']['n']} items)",
+        )
+    )
+    ece = frozen["challenger"]["ece"]
+    checks.append(
+        (
+            not math.isnan(ece) and ece <= cfg.promotion.max_ece,
+            f"frozen suite video ECE {ece:.4f} (at most {cfg.promotion.max_ece})",
+        )
+    )
+    return tuple(f"{'pass' if ok else 'fail'}: {text}" for ok, text in checks)
+
+
+def holdout_scores(model_dir: str | Path, feedback_dir: str | Path) -> dict[str, float]:
+    """A model's figures on the feedback holdout, judged as the service judges: AUC (NaN with one
+    class), accuracy at its threshold, log loss, and the item count."""
+    from dfguard.evaluation.run import score_split  # torch: only when a model is scored
+    from dfguard.inference.predictor import Predictor
+
+    predictor = Predictor(model_dir)
+    try:
+        _, videos = score_split(predictor, feedback_dir, HOLDOUT, progress=False)
+    except ValueError:  # no holdout items yet
+        return {"n": 0, "auc": math.nan, "accuracy": math.nan, "log_loss": math.nan}
+    appearance = videos.get("appearance_logit", videos["logit"]).to_numpy()
+    p = predictor.probabilities(
+        appearance, videos["drift"].to_numpy(np.float64), videos["n_frames"].to_numpy()
+    )
+    y = videos["target"].to_numpy()
+    threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
+    clipped = np.clip(p, 1e-6, 1 - 1e-6)
+    return {
+        "n": len(y),
+        "auc": roc_auc(y, p) if y.min() != y.max() else math.nan,
+        "accuracy": float(np.mean((p >= threshold) == (y == 1))),
+        "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
+    }
+
+
+def _frozen_scores(base: EvaluateConfig, model_dir: Path, out_dir: Path) -> dict[str, Any]:
+    from dfguard.evaluation.run import run_evaluate  # torch: only when a model is scored
+
+    metrics = run_evaluate(
+        dataclasses.replace(base, model_dir=str(model_dir), out_dir=str(out_dir)), progress=False
+    ).metrics
+    video = metrics.get("video", {})
+    return {
+        "auc": _number(video.get("auc")),
+        "ece": _number(video.get("ece")),
+        "by_method": {k: _number(v.get("auc")) for k, v in metrics.get("by_method", {}).items()},
+    }
+
+
+def _inputs(
+    store: PredictionStore,
+    since: datetime | None,
+    champion_metrics: dict[str, Any],
+    drift: dict[str, Any] | None,
+) -> LoopInputs:
+    consensus = consensus_labels(store.reviewer_labels())
+    decided = consensus[consensus["outcome"].isin(("real", "fake"))]
+    if since is not None:
+        decided = decided[pd.to_datetime(decided["labelled_at"], utc=True) > since]
+    listed = store.predictions(labelled=True).set_index("prediction_id")
+    joined = decided.join(listed[["verdict", "probability"]], on="prediction_id", how="inner")
+    wrong = ((joined["verdict"] == "FAKE") & (joined["outcome"] == "real")) | (
+        (joined["verdict"] == "REAL") & (joined["outcome"] == "fake")
+    )
+    feedback_ece = math.nan
+    if len(joined) >= MIN_ECE_ITEMS:
+        feedback_ece = expected_calibration_error(
+            (joined["outcome"] == "fake").astype(int).to_numpy(), joined["probability"].to_numpy()
+        )
+    return LoopInputs(
+        new_labels=len(joined),
+        errors=int(wrong.sum()),
+        feedback_ece=round(float(feedback_ece), 4),
+        champion_ece=_number(champion_metrics.get("video", {}).get("ece")),
+        drifted=None if drift is None else bool(drift["drifted"]),
+    )
+
+
+def _drift(cfg: Config, store: PredictionStore, champion_dir: Path, work: Path) -> dict[str, Any] | None:
+    """The drift report of the window against the champion's training faces, or None (said why) when
+    the window holds too few predictions to compare."""
+    from dfguard.drift import DriftPolicy, drift_report
+
+    from dfguard.loop.monitor import current_frame, reference_frame
+
+    current = current_frame(store, cfg.loop.drift_window_days, cfg.loop.drift_window_last)
+    if len(current) < MIN_DRIFT_ROWS:
+        log.info(
+            "drift: %d predictions in the window, fewer than %d: no report", len(current), MIN_DRIFT_ROWS
+        )
+        return None
+    reference = reference_frame(champion_dir, cfg.train.faces_dir, work / "reference")
+    name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "_loop"
+    policy = DriftPolicy(max_rows=cfg.loop.drift_max_rows, share_drifted=cfg.loop.drift_share)
+    return drift_report(reference, current, Path(cfg.loop.drift_dir), name, policy).to_dict()
+
+
+def _last_acting_run(client: MlflowClient, experiment: str) -> datetime | None:
+    runs = loop_runs(client, experiment)
+    acted = runs[(runs["decision"].isin(ACTING)) & (runs["status"] == "FINISHED")] if len(runs) else runs
+    return None if acted.empty else acted["started"].max().to_pydatetime()
+
+
+def _champion_folder(client: MlflowClient, version: str, work: Path) -> Path:
+    """The champion's files, downloaded once per version."""
+    folder = work / "champions" / version
+    if not (folder / "config.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        partial = folder.with_name(version + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        load(client, f"models:/{MODEL_NAME}/{version}", partial)
+        partial.rename(folder)
+    return folder
+
+
+def _log_run(cfg: Config, client: MlflowClient, result: LoopResult, flow_run_id: str) -> str:
+    tags = {
+        LOOP_RUN_TAG: result.decision.action,
+        "dfguard.kind": "loop",
+        "dfguard.flow_run_id": flow_run_id,
+        "dfguard.loop.reasons": "\n".join(result.decision.reasons),
+        "dfguard.loop.promoted": str(result.promoted).lower(),
+        **({"dfguard.loop.challenger": result.challenger} if result.challenger else {}),
+    }
+    run = client.create_run(
+        experiment_id(client, cfg.registry.experiment), run_name=f"loop {result.decision.action}", tags=tags
+    )
+    run_id = run.info.run_id
+    for key, value in flatten(
+        {"inputs": result.decision.inputs.to_dict(), "dataset": result.dataset.by_split}
+    ).items():
+        client.log_param(run_id, key, value)
+    numbers = {"scores": result.scores, "seconds": result.seconds, "labels_used": result.dataset.items}
+    if result.drift is not None:
+        numbers["drift"] = {k: v for k, v in result.drift.items() if isinstance(v, int | float | bool)}
+        for key in ("html_path", "json_path"):
+            if result.drift.get(key) and Path(result.drift[key]).is_file():
+                client.log_artifact(run_id, result.drift[key], "drift")
+    log_metrics(client, run_id, numbers)
+    client.log_dict(run_id, {**result.to_dict(), "run_id": run_id}, "loop.json")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _train_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in saved.items() if k in known}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and value is not None else math.nan
