@@ -1,6 +1,6 @@
 """`dfguard run` (the main job), `dfguard pipeline`, `dfguard loop` and `dfguard flows`: the commands
-that run the Prefect flows. They plug into the CLI through the `dfguard.commands` entry point, so the library never imports
-the flows; prefect itself is imported only when one of them runs."""
+that run the Prefect flows. They plug into the CLI through the `dfguard.commands` entry point, so the
+library never imports the flows; prefect itself is imported only when one of them runs."""
 
 from __future__ import annotations
 

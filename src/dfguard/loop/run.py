@@ -266,7 +266,7 @@ def _make_challenger(
 
 def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[str, ...]:
     """The loop's own promotion checks on figures of both models measured in this run: forgetting on
-    the frozen test suite, a gain on the feedback holdout, a bounded calibration error."""
+    the frozen test suite, a gain in accuracy on the feedback holdout, a bounded calibration error."""
     policy = cfg.loop
     frozen, holdout = scores["frozen"], scores["holdout"]
     old, new = frozen["champion"]["auc"], frozen["challenger"]["auc"]
@@ -278,11 +278,9 @@ def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[str, ...]:
             f"at most {policy.max_forgetting})",
         )
     ]
-    metric = (
-        "auc"
-        if not (math.isnan(holdout["champion"]["auc"]) or math.isnan(holdout["challenger"]["auc"]))
-        else "accuracy"
-    )
+    # Verdicts are what clients get: the holdout is judged by accuracy at each model's own threshold.
+    # (AUC can be perfect on a kind of fake every verdict gets wrong: all scored low, reals lower.)
+    metric = "accuracy"
     gain = holdout["challenger"][metric] - holdout["champion"][metric]
     checks.append(
         (
@@ -374,8 +372,6 @@ def _inputs(
 def _drift(cfg: Config, store: PredictionStore, champion_dir: Path, work: Path) -> dict[str, Any] | None:
     """The drift report of the window against the champion's training faces, or None (said why) when
     the window holds too few predictions to compare."""
-    from dfguard.drift import DriftPolicy, drift_report
-
     from dfguard.loop.monitor import current_frame, reference_frame
 
     current = current_frame(store, cfg.loop.drift_window_days, cfg.loop.drift_window_last)
@@ -384,6 +380,8 @@ def _drift(cfg: Config, store: PredictionStore, champion_dir: Path, work: Path) 
             "drift: %d predictions in the window, fewer than %d: no report", len(current), MIN_DRIFT_ROWS
         )
         return None
+    from dfguard.drift import DriftPolicy, drift_report  # evidently: only when a report is made
+
     reference = reference_frame(champion_dir, cfg.train.faces_dir, work / "reference")
     name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "_loop"
     policy = DriftPolicy(max_rows=cfg.loop.drift_max_rows, share_drifted=cfg.loop.drift_share)
@@ -397,15 +395,14 @@ def _last_acting_run(client: MlflowClient, experiment: str) -> datetime | None:
 
 
 def _champion_folder(client: MlflowClient, version: str, work: Path) -> Path:
-    """The champion's files, downloaded once per version."""
+    """The champion's model folder, downloaded once per version (a download cut short is redone)."""
     folder = work / "champions" / version
-    if not (folder / "config.json").is_file():
+    done = folder / "model-folder"  # written last: names the downloaded model folder
+    if not done.is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        partial = folder.with_name(version + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        load(client, f"models:/{MODEL_NAME}/{version}", partial)
-        partial.rename(folder)
-    return folder
+        downloaded = load(client, f"models:/{MODEL_NAME}/{version}", folder / "files")
+        done.write_text(str(downloaded.relative_to(folder)))
+    return folder / done.read_text()
 
 
 def _log_run(cfg: Config, client: MlflowClient, result: LoopResult, flow_run_id: str) -> str:

@@ -90,9 +90,11 @@ def start_from(model: Detector, model_dir: str | Path) -> None:
     frame model (two-stage training: the frame model has learnt the faces, the clip model learns time).
     Raises ValueError when the saved model is neither."""
     source, _ = load_detector(model_dir)
-    if source.config == model.config:
+    # Compared as JSON has them: a saved config reads its tuples back as lists.
+    saved = json.loads(json.dumps(source.config))
+    if saved == json.loads(json.dumps(model.config)):
         model.load_state_dict(source.state_dict())
-    elif model.clip_model and source.config == model.nested_configs().get("frame_model"):
+    elif model.clip_model and saved == json.loads(json.dumps(model.nested_configs().get("frame_model"))):
         model.backbone.load_state_dict(source.backbone.state_dict())
     else:
         raise ValueError(

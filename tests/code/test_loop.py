@@ -1,0 +1,279 @@
+"""The continual-learning loop on a tiny world through its real parts: a trained champion in a real
+MLflow store, a real SQLite prediction store holding predictions the champion made on a kind of fake
+it never saw (and gets wrong), labels of a (simulated) reviewer, the feedback dataset, the gate, a
+replay fine-tune, re-calibration, both suites re-scored, the promotion gate and the aliases."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from registry_helpers import register_tiny
+
+from dfguard.config import Config, EvaluateConfig, FeedbackConfig, LoopConfig, RegistryConfig, TrainConfig
+from dfguard.evaluation.run import run_evaluate
+from dfguard.faces.table import read_contract, read_faces
+from dfguard.feedback import PredictionRecord, open_store
+from dfguard.inference.predictor import Predictor
+from dfguard.loop.dataset import consensus_labels, export_feedback, holdout_split, read_summary
+from dfguard.loop.gate import LoopInputs, loop_gate
+from dfguard.loop.run import LoopBusyError, loop_checks, loop_lock, run_loop
+from dfguard.registry import CHAMPION, PREVIOUS, configure, current_aliases, move_alias
+from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
+from dfguard.training.run import train_detector
+
+CROP_PX = 48  # the tiny face dataset's crops (tests/conftest.py)
+SIMULATED = "simulated-reviewer"
+
+
+def _striped(rng: np.random.Generator, fake: bool) -> np.ndarray:
+    """A face-ish blob like the training crops; the new kind of fake carries a fine stripe pattern
+    over its middle instead of the colour-shifted patch the champion learnt."""
+    base = cv2.GaussianBlur(rng.integers(60, 200, (CROP_PX, CROP_PX, 3), np.uint8), (0, 0), 3)
+    if fake:
+        stripes = np.zeros((20, 20, 3), np.int64)
+        stripes[::2] = 45
+        base[14:34, 14:34] = np.clip(base[14:34, 14:34].astype(np.int64) + stripes, 0, 255)
+    return base
+
+
+def _prediction(predictor: Predictor, crop: np.ndarray, version: str, at: datetime) -> PredictionRecord:
+    """A photo's prediction as the service stores it: the champion's own score, features and crop."""
+    scores = predictor.score_crops([crop])
+    probability = float(1 / (1 + math.exp(-scores.logits[0])))
+    verdict = "FAKE" if probability >= 0.6 else "REAL" if probability < 0.4 else "UNCERTAIN"
+    return PredictionRecord(
+        prediction_id=uuid.uuid4().hex,
+        created_at=at,
+        content_sha256=hashlib.sha256(crop.tobytes()).hexdigest(),
+        media_kind="image",
+        model_name="small_cnn",
+        weights_sha256="",
+        verdict=verdict,
+        probability=probability,
+        model_version=version,
+        model_alias=CHAMPION,
+        calibration="none",
+        threshold=0.5,
+        logit=float(scores.logits[0]),
+        quality={
+            "face_px": 120.0,
+            "sharpness": 50.0,
+            "brightness": 110.0,
+            "jpeg_quality": None,
+            "blockiness": 0.1,
+        },
+        features=[float(v) for v in scores.features[0]],
+        faces=[
+            {
+                "frame_index": 0,
+                "timestamp_s": 0.0,
+                "track_id": 0,
+                "box": [0, 0, 48, 48],
+                "probability": probability,
+            }
+        ],
+        frames=[{"frame_index": 0, "timestamp_s": 0.0, "status": "OK", "probability": probability}],
+        crops=[crop],
+    )
+
+
+@dataclasses.dataclass
+class World:
+    cfg: Config
+    client: object
+    champion: str
+    feedback: FeedbackConfig
+
+
+@pytest.fixture(scope="module")
+def champion_model(tmp_path_factory, face_dataset) -> tuple[Path, Path]:
+    """A small CNN that learnt the training fakes' colour-shifted patch well (no self-blends, no
+    augmentation: a detector of that one cue), and so misses the striped kind."""
+    root = tmp_path_factory.mktemp("champion")
+    faces_dir = face_dataset(root / "faces", videos_per_split=6, frames=4)
+    cfg = TrainConfig(
+        faces_dir=str(faces_dir),
+        out_dir=str(root / "model"),
+        checkpoint_dir=str(root / "checkpoints"),
+        model="small_cnn",
+        input_size=32,
+        epochs=4,
+        batch_size=16,
+        samples_per_epoch=256,
+        lr=3e-3,
+        sbi=False,
+        augment=0.0,
+    )
+    return faces_dir, train_detector(cfg, progress=False).model_dir
+
+
+@pytest.fixture
+def world(tmp_path, champion_model) -> World:
+    faces_dir, model_dir = champion_model
+    registry = RegistryConfig(root=str(tmp_path / "mlflow"))
+    client = configure(registry)
+    evaluate = EvaluateConfig(
+        model_dir=str(model_dir),
+        faces_dir=str(faces_dir),
+        manifest_path="",
+        split="test",
+        out_dir=str(tmp_path / "champion-eval"),
+    )
+    metrics = run_evaluate(evaluate, progress=False).metrics
+    champion = register_tiny(client, model_dir, metrics, dataset="unknown")
+    move_alias(client, CHAMPION, champion)
+    cfg = Config()
+    cfg.registry = registry
+    cfg.feedback = FeedbackConfig(root=str(tmp_path / "feedback"))
+    cfg.train = dataclasses.replace(cfg.train, faces_dir=str(faces_dir))
+    cfg.evaluate = dataclasses.replace(evaluate, out_dir=str(tmp_path / "evaluate"))
+    cfg.calibrate = dataclasses.replace(cfg.calibrate, target_accuracy=0.9, max_uncertain_fraction=0.5)
+    # Tiny data: 6 test videos cannot show an ECE under 0.1, and calibration is not what is tested.
+    cfg.promotion = dataclasses.replace(cfg.promotion, max_ece=1.0)
+    cfg.loop = LoopConfig(
+        dataset_dir=str(tmp_path / "feedback-faces"),
+        work_dir=str(tmp_path / "loop"),
+        drift_dir=str(tmp_path / "drift"),
+        min_new_labels=10,
+        min_errors=3,
+        lr=3e-3,  # a from-scratch small CNN, not a pretrained backbone: it needs a larger step
+        epochs=3,
+        samples_per_epoch=64,
+        drift_window_days=0.01,  # the predictions are 2 hours old: no drift report (tested on its own)
+    )
+    predictor = Predictor(model_dir)
+    rng = np.random.default_rng(5)
+    start = datetime.now(UTC) - timedelta(hours=2)
+    with open_store(cfg.feedback) as store:
+        for i in range(40):
+            fake = i % 2 == 1
+            record = _prediction(predictor, _striped(rng, fake), champion, start + timedelta(minutes=i))
+            store.record(record)
+            store.add_label(record.prediction_id, "fake" if fake else "real", SIMULATED, note="simulated")
+    return World(cfg, client, champion, cfg.feedback)
+
+
+def test_the_gate_waits_recalibrates_or_fine_tunes_from_its_inputs() -> None:
+    policy = LoopConfig(min_new_labels=20, min_errors=5, ece_rise=0.05)
+    few = loop_gate(LoopInputs(5, 5, 0.3, 0.05, True), policy)
+    assert few.action == "wait" and "5 new labels" in few.reasons[0]
+    assert loop_gate(LoopInputs(30, 6, 0.05, 0.05, False), policy).action == "finetune"
+    assert loop_gate(LoopInputs(30, 0, 0.05, 0.05, True), policy).action == "finetune"
+    rising = loop_gate(LoopInputs(30, 1, 0.2, 0.05, False), policy)
+    assert rising.action == "recalibrate" and "re-calibrate" in rising.reasons[-1]
+    steady = loop_gate(LoopInputs(30, 1, 0.07, 0.05, False), policy)
+    assert steady.action == "wait" and "within 0.05" in steady.reasons[-1]
+    assert loop_gate(LoopInputs(30, 1, math.nan, 0.05, None), policy).action == "wait"
+
+
+def test_consensus_leaves_out_unsure_and_disagreements() -> None:
+    at = pd.Timestamp("2026-12-01", tz="UTC")
+    labels = pd.DataFrame(
+        [
+            ("a", "fake", "ann", "face_swap"),
+            ("a", "fake", "bob", None),
+            ("b", "real", "ann", None),
+            ("b", "fake", "bob", None),
+            ("c", "unsure", "ann", None),
+            ("d", "unsure", "ann", None),
+            ("d", "real", "bob", None),
+        ],
+        columns=["prediction_id", "label", "reviewer", "manipulation"],
+    ).assign(created_at=at)
+    outcome = consensus_labels(labels).set_index("prediction_id")
+    assert outcome["outcome"].to_dict() == {"a": "fake", "b": "disagreement", "c": "unsure", "d": "real"}
+    assert outcome.loc["a", "reviewers"] == "ann,bob" and outcome.loc["a", "manipulation"] == "face_swap"
+
+
+def test_the_holdout_split_is_fixed_by_content() -> None:
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
+    splits = [holdout_split(h, 0.3) for h in hashes]
+    assert splits == [holdout_split(h, 0.3) for h in hashes]
+    assert 0.25 < splits.count("test") / len(splits) < 0.35
+
+
+def test_export_writes_a_face_dataset_with_provenance(world) -> None:
+    with open_store(world.feedback) as store:
+        ids = store.predictions()["prediction_id"].tolist()
+        store.add_label(ids[0], "unsure", "bob")  # still in: the other reviewer decided
+        store.add_label(ids[2], "fake", "bob")  # the simulated reviewer said real: a disagreement
+        summary = export_feedback(
+            store, world.cfg.loop.dataset_dir, read_contract(world.cfg.train.faces_dir), 0.3
+        )
+    assert summary.items == 39 and summary.disagreements == 1 and summary.unsure == 0
+    assert set(summary.by_split) == {"train", "test"} and sum(summary.by_split.values()) == 39
+    faces = read_faces(world.cfg.loop.dataset_dir)
+    assert ids[2] not in set(faces["video_id"])
+    assert (faces.groupby("video_id")["split"].nunique() == 1).all()
+    assert set(faces["reviewers"]) == {SIMULATED}  # bob's unsure decides nothing
+    assert {"prediction_id", "model_version", "predicted_at", "labelled_at"} <= set(faces.columns)
+    assert all((Path(world.cfg.loop.dataset_dir) / crop).is_file() for crop in faces["crop"])
+    assert read_contract(world.cfg.loop.dataset_dir).hash == read_contract(world.cfg.train.faces_dir).hash
+    assert read_summary(world.cfg.loop.dataset_dir) == summary
+
+
+def test_labels_on_a_missed_kind_of_fake_end_in_a_champion_that_gets_it_right(world) -> None:
+    with open_store(world.feedback) as store:
+        result = run_loop(world.cfg, store, world.client)
+    assert result.decision.action == "finetune", result.decision.reasons
+    assert result.decision.inputs.errors >= world.cfg.loop.min_errors
+    holdout = result.scores["holdout"]
+    assert holdout["challenger"]["accuracy"] > holdout["champion"]["accuracy"] + 0.2, result.checks
+    assert result.promoted, result.checks
+    aliases = current_aliases(world.client)
+    assert aliases[CHAMPION] == result.challenger and aliases[PREVIOUS] == world.champion
+    frozen = result.scores["frozen"]
+    assert frozen["champion"]["auc"] - frozen["challenger"]["auc"] <= world.cfg.loop.max_forgetting
+    runs = loop_runs(world.client, world.cfg.registry.experiment)
+    assert runs.iloc[0]["decision"] == "finetune"
+    # The labels were used: the next run sees none new and waits.
+    with open_store(world.feedback) as store:
+        again = run_loop(world.cfg, store, world.client)
+    assert again.decision.action == "wait" and again.challenger is None
+    assert loop_runs(world.client, world.cfg.registry.experiment).iloc[0]["decision"] == "wait"
+
+
+def test_a_challenger_that_does_not_clear_the_loop_checks_is_refused_with_the_reason(world) -> None:
+    cfg = dataclasses.replace(world.cfg, loop=dataclasses.replace(world.cfg.loop, min_holdout_gain=1.0))
+    with open_store(world.feedback) as store:
+        result = run_loop(cfg, store, world.client, action="recalibrate")
+    assert result.challenger is not None and not result.promoted
+    assert any(line.startswith("fail: feedback holdout") for line in result.checks)
+    assert current_aliases(world.client)[CHAMPION] == world.champion
+    tags = world.client.get_model_version("dfguard-detector", result.challenger).tags
+    assert tags["loop.parent_version"] == world.champion and "fail: feedback holdout" in tags["loop.checks"]
+    run = world.client.get_run(result.run_id)
+    assert (
+        run.data.tags[LOOP_RUN_TAG] == "recalibrate"
+        and "chosen by an engineer" in run.data.tags["dfguard.loop.reasons"]
+    )
+
+
+def test_forgetting_fails_the_loop_checks() -> None:
+    cfg = Config()
+    scores = {
+        "frozen": {"champion": {"auc": 0.95, "ece": 0.05}, "challenger": {"auc": 0.90, "ece": 0.05}},
+        "holdout": {
+            "champion": {"auc": 0.5, "accuracy": 0.5, "n": 10},
+            "challenger": {"auc": 0.9, "accuracy": 0.9, "n": 10},
+        },
+    }
+    checks = loop_checks(scores, cfg)
+    assert checks[0].startswith("fail: frozen suite video AUC 0.9000 vs champion 0.9500 (forgetting +0.0500")
+    assert checks[1].startswith("pass: feedback holdout accuracy 0.9000 vs champion 0.5000")
+
+
+def test_one_loop_run_at_a_time(tmp_path) -> None:
+    with loop_lock(tmp_path), pytest.raises(LoopBusyError, match="already running"), loop_lock(tmp_path):
+        pass
+    with loop_lock(tmp_path):  # released: the next run goes ahead
+        pass
