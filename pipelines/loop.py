@@ -14,6 +14,7 @@ from dfguard.config import PARAMS_FILE, load_config
 from dfguard.feedback import open_store
 from dfguard.loop.run import LoopBusyError, run_loop
 from dfguard.registry import configure
+from dfguard.versioning import commit_stage
 
 
 @flow(name="loop", log_prints=True)
@@ -29,6 +30,9 @@ def loop_flow(action: str = "", params_path: str = str(PARAMS_FILE)) -> dict[str
     except LoopBusyError as busy:
         logger.warning("%s", busy)
         return {"refused": str(busy)}
+    if not Path(cfg.loop.dataset_dir).is_absolute():
+        # Inside the project (the default): dvc.lock records the feedback dataset version exported.
+        commit_stage("feedback")
     for line in (*result.decision.reasons, *result.checks):
         logger.info("%s", line)
     verdict = "promoted" if result.promoted else "not promoted"

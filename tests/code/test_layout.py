@@ -58,6 +58,7 @@ STAGE_ENTRIES = {
     "train": "dfguard.training.run",
     "calibrate": "dfguard.calibration.stage",
     "evaluate": "dfguard.evaluation.run",
+    "feedback": "dfguard.loop.dataset",
 }
 
 

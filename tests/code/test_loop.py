@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from registry_helpers import register_tiny
 
 from dfguard.config import Config, EvaluateConfig, FeedbackConfig, LoopConfig, RegistryConfig, TrainConfig
@@ -29,6 +31,7 @@ from dfguard.loop.run import LoopBusyError, loop_checks, loop_lock, run_loop
 from dfguard.registry import CHAMPION, PREVIOUS, configure, current_aliases, move_alias
 from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
 from dfguard.training.run import train_detector
+from pipelines.loop import loop_flow
 
 CROP_PX = 48  # the tiny face dataset's crops (tests/conftest.py)
 SIMULATED = "simulated-reviewer"
@@ -92,6 +95,7 @@ class World:
     client: object
     champion: str
     feedback: FeedbackConfig
+    params: Path  # the same settings as a params file, for the flow
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +163,9 @@ def world(tmp_path, champion_model) -> World:
             record = _prediction(predictor, _striped(rng, fake), champion, start + timedelta(minutes=i))
             store.record(record)
             store.add_label(record.prediction_id, "fake" if fake else "real", SIMULATED, note="simulated")
-    return World(cfg, client, champion, cfg.feedback)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg)))))
+    return World(cfg, client, champion, cfg.feedback, params)
 
 
 def test_the_gate_waits_recalibrates_or_fine_tunes_from_its_inputs() -> None:
@@ -242,20 +248,25 @@ def test_labels_on_a_missed_kind_of_fake_end_in_a_champion_that_gets_it_right(wo
     assert loop_runs(world.client, world.cfg.registry.experiment).iloc[0]["decision"] == "wait"
 
 
-def test_a_challenger_that_does_not_clear_the_loop_checks_is_refused_with_the_reason(world) -> None:
-    cfg = dataclasses.replace(world.cfg, loop=dataclasses.replace(world.cfg.loop, min_holdout_gain=1.0))
-    with open_store(world.feedback) as store:
-        result = run_loop(cfg, store, world.client, action="recalibrate")
-    assert result.challenger is not None and not result.promoted
-    assert any(line.startswith("fail: feedback holdout") for line in result.checks)
+def test_a_challenger_that_does_not_clear_the_loop_checks_is_refused_with_the_reason(
+    world, prefect_server
+) -> None:
+    params = yaml.safe_load(world.params.read_text())
+    params["loop"]["min_holdout_gain"] = 1.0  # no challenger can gain that much
+    world.params.write_text(yaml.safe_dump(params))
+    with loop_lock(world.cfg.loop.work_dir):  # a second trigger while a run holds the lock
+        refused = loop_flow(action="recalibrate", params_path=str(world.params))
+    assert "already running" in refused["refused"]
+    result = loop_flow(action="recalibrate", params_path=str(world.params))
+    assert result["challenger"] is not None and not result["promoted"]
+    assert any(line.startswith("fail: feedback holdout") for line in result["checks"])
     assert current_aliases(world.client)[CHAMPION] == world.champion
-    tags = world.client.get_model_version("dfguard-detector", result.challenger).tags
+    tags = world.client.get_model_version("dfguard-detector", result["challenger"]).tags
     assert tags["loop.parent_version"] == world.champion and "fail: feedback holdout" in tags["loop.checks"]
-    run = world.client.get_run(result.run_id)
-    assert (
-        run.data.tags[LOOP_RUN_TAG] == "recalibrate"
-        and "chosen by an engineer" in run.data.tags["dfguard.loop.reasons"]
-    )
+    run = world.client.get_run(result["run_id"])
+    assert run.data.tags[LOOP_RUN_TAG] == "recalibrate"
+    assert "chosen by an engineer" in run.data.tags["dfguard.loop.reasons"]
+    assert run.data.tags["dfguard.flow_run_id"]  # a real Prefect flow run made it
 
 
 def test_forgetting_fails_the_loop_checks() -> None:
