@@ -228,8 +228,12 @@ def test_export_writes_a_face_dataset_with_provenance(world) -> None:
 
 
 def test_labels_on_a_missed_kind_of_fake_end_in_a_champion_that_gets_it_right(world) -> None:
+    cfg = dataclasses.replace(world.cfg, loop=dataclasses.replace(world.cfg.loop, drift_window_days=1.0))
     with open_store(world.feedback) as store:
-        result = run_loop(world.cfg, store, world.client)
+        result = run_loop(cfg, store, world.client)
+    # The striped fakes the champion never saw moved its embeddings: the report says so, on disk.
+    assert result.drift is not None and Path(result.drift["html_path"]).is_file()
+    assert result.drift["current_rows"] == 40 and result.decision.inputs.drifted == result.drift["drifted"]
     assert result.decision.action == "finetune", result.decision.reasons
     assert result.decision.inputs.errors >= world.cfg.loop.min_errors
     holdout = result.scores["holdout"]
@@ -241,6 +245,8 @@ def test_labels_on_a_missed_kind_of_fake_end_in_a_champion_that_gets_it_right(wo
     assert frozen["champion"]["auc"] - frozen["challenger"]["auc"] <= world.cfg.loop.max_forgetting
     runs = loop_runs(world.client, world.cfg.registry.experiment)
     assert runs.iloc[0]["decision"] == "finetune"
+    logged = world.client.list_artifacts(runs.iloc[0]["run_id"], "drift")
+    assert {Path(a.path).suffix for a in logged} == {".html", ".json"}
     # The labels were used: the next run sees none new and waits.
     with open_store(world.feedback) as store:
         again = run_loop(world.cfg, store, world.client)

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,9 @@ class DriftPolicy:
     """How a drift report samples its inputs and decides that production has drifted.
 
     `max_rows`: both frames are cut to this many rows by a seeded sample. At 2000 rows a side and
-    D=1280 one report takes about 45 s on 2 cores, 38 s of which is the t-SNE map Evidently draws for the
-    HTML (it cannot be switched off; Evidently caps it at 2500 rows a side). A full window of, say, 20 000
+    D=1280 one report takes about 45 s on 2 free cores (60 s with one of them busy), 38 s of which is
+    the t-SNE map Evidently draws for the HTML (it cannot be switched off; Evidently caps it at 2500 rows
+    a side). A full window of, say, 20 000
     predictions would make the drift classifier and the per-column tests about ten times slower and `mmd`
     impossible (its kernel over 40 000 rows is 12.8 GB of doubles), while 2000 rows a side already pin the
     classifier's ROC AUC to ±0.013 (one standard deviation).
@@ -114,7 +116,8 @@ class DriftSummary:
 
     `drifted` is the verdict the loop acts on: the embeddings drifted, or at least the policy's share of
     the columns did. Rows are those compared, after sampling; `sampled` says whether either side was cut.
-    `skipped_columns` were empty (all NaN) on one side and left out of the column tests.
+    `skipped_columns` were empty (all NaN) on one side and left out of the column tests. `seconds` is
+    the report's own time, without Evidently's one-time import (~5 s per process).
     """
 
     drifted: bool
@@ -218,10 +221,14 @@ def drift_report(
     # evidently.telemetry is only used by Evidently's UI service and collector, never by a report run;
     # DO_NOT_TRACK keeps it off should a later version start reporting from the library.
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import EmbeddingsDrift
-    from evidently.metrics.embeddings import MMDDriftMethod, ModelDriftMethod
-    from evidently.presets import DataDriftPreset
+    # Evidently 0.7.23 imports its UI server (litestar) and `numpy.core`, which warn of their own
+    # deprecations: nothing a caller of this function can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.metrics import EmbeddingsDrift
+        from evidently.metrics.embeddings import MMDDriftMethod, ModelDriftMethod
+        from evidently.presets import DataDriftPreset
 
     started = time.perf_counter()
     # Evidently's bootstrap option would calibrate the threshold to the sample too, but its 0.7 result
