@@ -263,11 +263,39 @@ def stats_page() -> None:
 
 
 # -- drift and the loop ------------------------------------------------------------------------------
+LOOP_DEPLOYMENT = "loop/on-demand"  # pipelines/deployments.py, served by `dfguard flows serve`
+
+
+def _trigger_loop() -> None:
+    """Queue a run of the loop's on-demand deployment on the Prefect server; the loop's own lock
+    refuses it, with the reason, while another run is in progress."""
+    from prefect.deployments import run_deployment
+
+    try:
+        queued = run_deployment(LOOP_DEPLOYMENT, timeout=0)
+    except Exception as err:  # whatever stops Prefect (no server, no deployment), the advice is the same
+        st.session_state["loop_trigger"] = (
+            "error",
+            f"Could not queue the loop ({type(err).__name__}: {err}). It runs from the `{LOOP_DEPLOYMENT}` "
+            "deployment: start `dfguard server start` and `dfguard flows serve`, or run `dfguard loop run`.",
+        )
+    else:
+        st.session_state["loop_trigger"] = (
+            "ok",
+            f"Loop run {queued.name} queued; it appears below when done.",
+        )
+
+
 def drift_page() -> None:
-    require_user()
+    user = require_user()
     cfg = settings()
     reports = drift_reports(cfg.loop.drift_dir)
     runs = loop_runs(registry(), cfg.registry.experiment)
+    if user.is_engineer:
+        st.button("Run the loop now", on_click=_trigger_loop, key="loop_trigger_button")
+        outcome = st.session_state.pop("loop_trigger", None)
+        if outcome is not None:
+            (st.success if outcome[0] == "ok" else st.error)(outcome[1])
     st.markdown("**Feedback-loop runs** (each decides: wait, re-calibrate or fine-tune)")
     if runs.empty:
         st.caption("No loop run yet: they appear here once the feedback loop has run.")

@@ -138,6 +138,15 @@ def _shown_item(page, other_than: str = "") -> str:
     raise AssertionError(f"no queue item other than {other_than!r} appeared")
 
 
+def _wait_idle(page) -> None:
+    """Until the page's script run has ended: a shortcut pressed while the page is being rebuilt can
+    land before the buttons' shortcut listeners are attached again."""
+    page.wait_for_function(
+        "!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=WAIT_MS
+    )
+    page.wait_for_timeout(150)
+
+
 def _press_away_from_inputs(page, key: str) -> None:
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.keyboard.press(key)
@@ -154,6 +163,7 @@ def test_a_reviewer_labels_with_the_keyboard_and_checks_a_photo(browser, platfor
     label_to_next_s, labelled = [], []
     current = first
     for key, label in (("2", "fake"), ("1", "real")):
+        _wait_idle(page)
         started = time.perf_counter()
         _press_away_from_inputs(page, key)
         shown = _shown_item(page, other_than=current)
@@ -209,6 +219,7 @@ def test_two_reviewers_never_see_the_same_item(browser, platform) -> None:
     assert shown[0] != shown[1]
     # Bob moving on never lands him on Ann's item while she holds it.
     for _ in range(3):
+        _wait_idle(pages[1])
         _press_away_from_inputs(pages[1], "s")
         shown[1] = _shown_item(pages[1], other_than=shown[1])
         assert shown[1] != shown[0]

@@ -193,6 +193,19 @@ def test_history_stats_and_drift_pages(store, cfg) -> None:
     assert app.selectbox(key="drift_report").value.name == "20261203T080000Z_scores.html"
 
 
+def test_an_engineer_triggers_the_loop_and_is_told_when_prefect_cannot_be_reached(store, monkeypatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on port 9
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")
+    reviewer = _signed_in("ann")
+    reviewer.switch_page("views/drift.py").run()
+    assert [b.key for b in reviewer.button] == ["sign_out"]  # reviewers see the runs, engineers start them
+    app = _signed_in("eve")
+    app.switch_page("views/drift.py").run()
+    app.button(key="loop_trigger_button").click().run()
+    assert not app.exception, app.exception
+    assert "Could not queue the loop" in app.error[0].value and "dfguard loop run" in app.error[0].value
+
+
 def test_check_a_file_reports_a_service_that_cannot_be_reached(store) -> None:
     app = _signed_in("ann")
     app.switch_page("views/check.py").run()
