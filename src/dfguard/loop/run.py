@@ -229,7 +229,12 @@ def _make_challenger(
             cfg,
             calibrate=dataclasses.replace(cfg.calibrate, out_dir=str(challenger_dir)),
             evaluate=dataclasses.replace(cfg.evaluate, out_dir=str(run_dir / "evaluate-challenger")),
-            train=dataclasses.replace(cfg.train, **(_train_fields(train_config) if train_config else {})),
+            # The fine-tune's settings, but the lineage's dataset is the frozen suite's: the promotion
+            # gate compares figures measured on one face dataset, and both models were scored on it.
+            train=dataclasses.replace(
+                cfg.train,
+                **{**(_train_fields(train_config) if train_config else {}), "faces_dir": cfg.train.faces_dir},
+            ),
         ),
     )
     tags = {
