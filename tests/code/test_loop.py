@@ -27,6 +27,7 @@ from dfguard.feedback import PredictionRecord, open_store
 from dfguard.inference.predictor import Predictor
 from dfguard.loop.dataset import consensus_labels, export_feedback, holdout_split, read_summary
 from dfguard.loop.gate import LoopInputs, loop_gate
+from dfguard.loop.monitor import current_frame
 from dfguard.loop.run import LoopBusyError, loop_checks, loop_lock, run_loop
 from dfguard.registry import CHAMPION, PREVIOUS, configure, current_aliases, move_alias
 from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
@@ -294,3 +295,17 @@ def test_one_loop_run_at_a_time(tmp_path) -> None:
         pass
     with loop_lock(tmp_path):  # released: the next run goes ahead
         pass
+
+
+def test_the_drift_window_holds_the_champions_own_predictions(world, champion_model) -> None:
+    _, model_dir = champion_model
+    other = dataclasses.replace(
+        _prediction(Predictor(model_dir), _striped(np.random.default_rng(9), True), "99", datetime.now(UTC)),
+        features=[0.0, 1.0],  # another model's embedding space
+    )
+    with open_store(world.feedback) as store:
+        store.record(other)
+        mine = current_frame(store, window_days=1.0, model_version=world.champion)
+        with pytest.raises(ValueError, match="embeddings of 2 sizes"):
+            current_frame(store, window_days=1.0, last=100)  # two models' spaces do not compare
+    assert len(mine) == 40 and mine.filter(like="emb_").notna().all().all()

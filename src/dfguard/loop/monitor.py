@@ -79,17 +79,29 @@ def reference_frame(
 
 
 def current_frame(
-    store: PredictionStore, window_days: float, last: int = 0, now: datetime | None = None
+    store: PredictionStore,
+    window_days: float,
+    last: int = 0,
+    now: datetime | None = None,
+    model_version: str | None = None,
 ) -> pd.DataFrame:
     """The judged predictions of the window, one row per prediction: the last `last` when > 0, else
-    those of the last `window_days` days. Predictions stored without features are left out."""
+    those of the last `window_days` days; only `model_version`'s when given (another model's
+    embeddings live in another space). Predictions stored without features are left out."""
     if last > 0:
-        listed = store.predictions(limit=last)
+        listed = store.predictions(limit=last, model_version=model_version)
     else:
-        listed = store.predictions(since=(now or datetime.now(UTC)) - timedelta(days=window_days))
+        since = (now or datetime.now(UTC)) - timedelta(days=window_days)
+        listed = store.predictions(since=since, model_version=model_version)
     listed = listed[~listed["verdict"].isin(STATUSES) & listed["features"].notna()].reset_index(drop=True)
     if listed.empty:
         return pd.DataFrame(columns=["probability", *QUALITY_KEYS, "media_kind"])
+    sizes = set(listed["features"].map(len))
+    if len(sizes) > 1:
+        raise ValueError(
+            f"the window's predictions carry embeddings of {len(sizes)} sizes ({sorted(sizes)}): several "
+            "models made them; pass model_version to compare one model's"
+        )
     features = np.asarray(listed["features"].tolist(), dtype=np.float64)
     return pd.DataFrame(
         {

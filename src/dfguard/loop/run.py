@@ -158,7 +158,7 @@ def _run(
     seconds["export"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    drift = _drift(cfg, store, champion_dir, work)
+    drift = _drift(cfg, store, champion, champion_dir, work)
     seconds["drift"] = time.perf_counter() - clock
     since = _last_acting_run(client, cfg.registry.experiment)
     inputs = _inputs(store, since, version_metrics(client, get_version(client, champion)), drift)
@@ -374,12 +374,17 @@ def _inputs(
     )
 
 
-def _drift(cfg: Config, store: PredictionStore, champion_dir: Path, work: Path) -> dict[str, Any] | None:
-    """The drift report of the window against the champion's training faces, or None (said why) when
-    the window holds too few predictions to compare."""
+def _drift(
+    cfg: Config, store: PredictionStore, champion: str, champion_dir: Path, work: Path
+) -> dict[str, Any] | None:
+    """The drift report of the window of the champion's predictions against its training faces, or
+    None (logged why) when the window holds too few to compare or the two sides cannot be compared:
+    the gate then decides on the labels alone."""
     from dfguard.loop.monitor import current_frame, reference_frame
 
-    current = current_frame(store, cfg.loop.drift_window_days, cfg.loop.drift_window_last)
+    current = current_frame(
+        store, cfg.loop.drift_window_days, cfg.loop.drift_window_last, model_version=champion
+    )
     if len(current) < MIN_DRIFT_ROWS:
         log.info(
             "drift: %d predictions in the window, fewer than %d: no report", len(current), MIN_DRIFT_ROWS
@@ -390,7 +395,11 @@ def _drift(cfg: Config, store: PredictionStore, champion_dir: Path, work: Path) 
     reference = reference_frame(champion_dir, cfg.train.faces_dir, work / "reference")
     name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "_loop"
     policy = DriftPolicy(max_rows=cfg.loop.drift_max_rows, share_drifted=cfg.loop.drift_share)
-    return drift_report(reference, current, Path(cfg.loop.drift_dir), name, policy).to_dict()
+    try:
+        return drift_report(reference, current, Path(cfg.loop.drift_dir), name, policy).to_dict()
+    except ValueError as err:  # e.g. too few reference videos: say so, and let the labels decide
+        log.warning("drift: no report: %s", err)
+        return None
 
 
 def _last_acting_run(client: MlflowClient, experiment: str) -> datetime | None:
