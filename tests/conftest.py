@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from model_helpers import train_tiny_detector
 
 from dfguard.config import ExtractConfig, IngestConfig
 from dfguard.faces.contract import PreprocessingContract
@@ -265,23 +266,9 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def trained_detector(tmp_path_factory: pytest.TempPathFactory, face_dataset) -> tuple[Path, Path]:
     """(face dataset, model folder): a small_cnn trained on it (1 frozen + 2 tuned epochs, a few seconds)."""
-    from dfguard.config import TrainConfig
-    from dfguard.training.run import train_detector
-
-    root = tmp_path_factory.mktemp("trained")
-    faces_dir = face_dataset(root / "faces", videos_per_split=6, frames=4)
-    cfg = TrainConfig(
-        faces_dir=str(faces_dir),
-        out_dir=str(root / "model"),
-        checkpoint_dir=str(root / "checkpoints"),
-        model="small_cnn",
-        input_size=32,
-        epochs=3,
-        batch_size=8,
-        samples_per_epoch=64,
-        lr=3e-3,
+    return train_tiny_detector(
+        tmp_path_factory.mktemp("trained"), face_dataset, epochs=3, batch_size=8, samples_per_epoch=64
     )
-    return faces_dir, train_detector(cfg, progress=False).model_dir
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from model_helpers import train_tiny_detector
 from registry_helpers import register_tiny
 
-from dfguard.config import Config, EvaluateConfig, FeedbackConfig, LoopConfig, RegistryConfig, TrainConfig
+from dfguard.config import Config, EvaluateConfig, FeedbackConfig, LoopConfig, RegistryConfig
 from dfguard.evaluation.run import run_evaluate
 from dfguard.faces.table import read_contract, read_faces
 from dfguard.feedback import PredictionRecord, open_store
@@ -31,7 +32,6 @@ from dfguard.loop.monitor import current_frame
 from dfguard.loop.run import LoopBusyError, loop_checks, loop_lock, run_loop
 from dfguard.registry import CHAMPION, PREVIOUS, configure, current_aliases, move_alias
 from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
-from dfguard.training.run import train_detector
 from pipelines.loop import loop_flow
 
 CROP_PX = 48  # the tiny face dataset's crops (tests/conftest.py)
@@ -103,22 +103,15 @@ class World:
 def champion_model(tmp_path_factory, face_dataset) -> tuple[Path, Path]:
     """A small CNN that learnt the training fakes' colour-shifted patch well (no self-blends, no
     augmentation: a detector of that one cue), and so misses the striped kind."""
-    root = tmp_path_factory.mktemp("champion")
-    faces_dir = face_dataset(root / "faces", videos_per_split=6, frames=4)
-    cfg = TrainConfig(
-        faces_dir=str(faces_dir),
-        out_dir=str(root / "model"),
-        checkpoint_dir=str(root / "checkpoints"),
-        model="small_cnn",
-        input_size=32,
+    return train_tiny_detector(
+        tmp_path_factory.mktemp("champion"),
+        face_dataset,
         epochs=4,
         batch_size=16,
         samples_per_epoch=256,
-        lr=3e-3,
         sbi=False,
         augment=0.0,
     )
-    return faces_dir, train_detector(cfg, progress=False).model_dir
 
 
 @pytest.fixture

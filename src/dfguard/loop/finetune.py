@@ -30,7 +30,6 @@ from dfguard.config import CalibrateConfig, LoopConfig, TrainConfig
 from dfguard.faces.table import CONTRACT_NAME, FACES_NAME, read_contract, read_faces
 from dfguard.loop.dataset import TRAIN
 from dfguard.models.io import CONFIG_NAME
-from dfguard.training.run import TrainResult, train_detector
 
 REPLAY_DIR, CALIBRATION_DIR = "replay", "calibration"
 
@@ -124,12 +123,6 @@ def fine_tune_config(
         resume=False,
         workers=0,
     )
-
-
-def fine_tune(
-    champion_dir: str | Path, replay_dir: Path, out_dir: Path, policy: LoopConfig, progress: bool = False
-) -> TrainResult:
-    return train_detector(fine_tune_config(champion_dir, replay_dir, out_dir, policy), progress=progress)
 
 
 def recalibrate(

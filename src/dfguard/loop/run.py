@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from dfguard.config import Config, EvaluateConfig, TrainConfig
+from dfguard.config import Config, EvaluateConfig
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.feedback import PredictionStore
 from dfguard.loop.dataset import HOLDOUT, ExportSummary, consensus_labels, export_feedback
-from dfguard.loop.finetune import build_loop_datasets, fine_tune, recalibrate
+from dfguard.loop.finetune import build_loop_datasets, fine_tune_config, recalibrate
 from dfguard.loop.gate import ACTIONS, Action, LoopDecision, LoopInputs, loop_gate
 from dfguard.metrics import expected_calibration_error, roc_auc
 from dfguard.promotion import loadable, promote
@@ -52,6 +52,7 @@ from dfguard.registry import (
 from dfguard.registry.runs import flatten, log_metrics
 from dfguard.registry.store import experiment_id
 from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
+from dfguard.training.run import train_detector
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +197,10 @@ def _make_challenger(
     replay_dir, calibration_dir = build_loop_datasets(
         cfg.train.faces_dir, cfg.loop.dataset_dir, run_dir, cfg.loop.replay_share, cfg.train.seed
     )
-    model_dir = champion_dir
-    train_config = None
+    model_dir, train_config = champion_dir, cfg.train
     if decision.action == "finetune":
-        trained = fine_tune(champion_dir, replay_dir, run_dir / "finetuned", cfg.loop, progress)
-        model_dir = trained.model_dir
-        train_config = json.loads((model_dir / "config.json").read_text())["training"]["config"]
+        train_config = fine_tune_config(champion_dir, replay_dir, run_dir / "finetuned", cfg.loop)
+        model_dir = train_detector(train_config, progress=progress).model_dir
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     challenger_dir = run_dir / "calibrated"
@@ -231,10 +230,7 @@ def _make_challenger(
             evaluate=dataclasses.replace(cfg.evaluate, out_dir=str(run_dir / "evaluate-challenger")),
             # The fine-tune's settings, but the lineage's dataset is the frozen suite's: the promotion
             # gate compares figures measured on one face dataset, and both models were scored on it.
-            train=dataclasses.replace(
-                cfg.train,
-                **{**(_train_fields(train_config) if train_config else {}), "faces_dir": cfg.train.faces_dir},
-            ),
+            train=dataclasses.replace(train_config, faces_dir=cfg.train.faces_dir),
         ),
     )
     tags = {
@@ -448,10 +444,5 @@ def _log_run(cfg: Config, client: MlflowClient, result: LoopResult, flow_run_id:
     return run_id
 
 
-def _train_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in saved.items() if k in known}
-
-
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and value is not None else math.nan
+    return float(value) if isinstance(value, int | float) else math.nan
