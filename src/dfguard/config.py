@@ -28,6 +28,7 @@ DEMO_CORPUS_DIR = "data/corpus/demo"  # corpus -> ingest, extract
 MANIFEST_DIR = "data/manifest"  # ingest
 MANIFEST_PATH = f"{MANIFEST_DIR}/manifest.parquet"  # ingest -> extract, train, evaluate
 FACES_DIR = "data/faces"  # extract -> train, calibrate, evaluate
+FEATURES_DIR = "data/embeddings"  # embed -> train, calibrate, evaluate (frozen-backbone models)
 DETECTOR_DIR = "models/detector"  # train -> calibrate
 CALIBRATED_DIR = "models/calibrated"  # calibrate -> evaluate
 FEEDBACK_DIR = "data/feedback"  # service -> dashboard, feedback loop
@@ -107,6 +108,17 @@ class ExtractConfig:
 
 
 @dataclass
+class EmbedConfig:
+    """Frozen CLIP features of every face crop and of self-blends of the real ones (`dfguard embed`),
+    the store `clip_frozen` trains and scores from."""
+
+    faces_dir: str = FACES_DIR
+    out_dir: str = FEATURES_DIR
+    sbi_variants: int = 2  # self-blended fakes made of each real crop (what `clip_frozen` trains on)
+    threads: int = 0  # onnxruntime threads; 0 uses every core
+
+
+@dataclass
 class TrainConfig:
     """How a detector is trained on a face dataset (`dfguard train`). Defaults fit the demo corpus on
     2 CPU cores in a few minutes; on a GPU, raise `input_size`, `epochs` and `samples_per_epoch`."""
@@ -125,6 +137,12 @@ class TrainConfig:
     pooling: str = "lstm"
     clip_length: int = 8
     patch_stage: int = 4  # the patch model: the block stage of EfficientNet-Lite0 its patches come from
+    # Models on frozen features (`clip_frozen`): the head ("linear" or "mlp", of `head_hidden` units),
+    # the passes over the cached training features, and where `dfguard embed` cached them.
+    head: str = "linear"
+    head_hidden: int = 256
+    head_epochs: int = 40
+    features_dir: str = FEATURES_DIR
     # A trained model folder to start from: the same model (fine-tuning) or, for a clip model, the frame
     # model it is built on (its backbone). "" starts from the package's pretrained weights.
     init_from: str = ""
@@ -313,6 +331,7 @@ class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -55,6 +55,7 @@ STAGE_ENTRIES = {
     "corpus": "dfguard.corpus.build",
     "ingest": "dfguard.ingest.run",
     "extract": "dfguard.faces.dataset",
+    "embed": "dfguard.training.embed",
     "train": "dfguard.training.run",
     "calibrate": "dfguard.calibration.stage",
     "evaluate": "dfguard.evaluation.run",

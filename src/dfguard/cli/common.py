@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dfguard.config import Config, load_config, parse_overrides
+from dfguard.models.features import use_store
 
 # argparse's type for the object `add_subparsers` returns; every command module adds its parsers to it.
 Commands = argparse._SubParsersAction
@@ -17,7 +18,12 @@ def config_from(args: argparse.Namespace, flags: dict[str, object]) -> Config:
     """Defaults, then params.yaml, then `--set` pairs, then the command's own flags (when given)."""
     overrides: dict[str, object] = dict(parse_overrides(args.set))
     overrides.update({key: value for key, value in flags.items() if value is not None})
-    return load_config(Path(args.params), overrides)
+    config = load_config(Path(args.params), overrides)
+    # Frozen backbones look features up in `dfguard embed`'s store instead of recomputing them: the
+    # same numbers, in a fraction of the time, for every stage and study a command runs.
+    if Path(config.embed.out_dir).is_dir():
+        use_store(config.embed.out_dir)
+    return config
 
 
 def calibration_text(metrics: dict[str, Any]) -> str:

@@ -82,6 +82,18 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    from dfguard.training.embed import run_embed
+
+    cfg = config_from(args, {"embed.out_dir": args.out}).embed
+    result = run_embed(cfg, progress=not args.no_progress)
+    print(
+        f"features: {result.crops} crops and {result.self_blends} self-blends ({result.computed} computed, "
+        f"the rest cached) in {result.seconds:.0f} s -> {result.out_dir}"
+    )
+    return 0
+
+
 def add_commands(commands: Commands) -> None:
     corpus = commands.add_parser("corpus", help="the demo corpus").add_subparsers(
         dest="action", required=True
@@ -114,3 +126,8 @@ def add_commands(commands: Commands) -> None:
     extract.add_argument("--out", help="face dataset folder (default: extract.out_dir)")
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(func=_extract)
+
+    embed = commands.add_parser("embed", help="cache frozen CLIP features of the crops and their self-blends")
+    embed.add_argument("--out", help="feature store folder (default: embed.out_dir)")
+    embed.add_argument("--no-progress", action="store_true")
+    embed.set_defaults(func=_embed)

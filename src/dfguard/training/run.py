@@ -50,6 +50,7 @@ from dfguard.training.data import (
     real_partners,
 )
 from dfguard.training.ema import WeightAverage
+from dfguard.training.heads import train_feature_head
 from dfguard.training.identity import UNKNOWN_PERSON, IdentityAdversary
 from dfguard.training.losses import loss_function
 from dfguard.training.schedule import warmup_cosine
@@ -135,6 +136,8 @@ def train_detector(
     if val_faces["target"].nunique() < 2:
         raise ValueError("the validation split needs real and fake faces to select a model on")
     contract = read_contract(cfg.faces_dir)
+    if getattr(model_class(cfg.model), "trains_on_features", False):
+        return _train_on_features(cfg, train_faces, val_faces, contract, device, started, progress)
     run, loader = _start_optimisation(cfg, train_faces, contract.margin, device, use_amp)
     criterion = loss_function(cfg.loss, cfg.focal_gamma)
     checkpoint_dir = Path(cfg.checkpoint_dir) / _settings_key(cfg)
@@ -161,6 +164,36 @@ def train_detector(
         best["val_frame_auc"],
         state["epoch"],
         seconds,
+    )
+
+
+def _train_on_features(
+    cfg: TrainConfig,
+    train_faces: pd.DataFrame,
+    val_faces: pd.DataFrame,
+    contract: PreprocessingContract,
+    device: str,
+    started: float,
+    progress: bool,
+) -> TrainResult:
+    """A head on a frozen backbone, trained on its cached features (`training.heads`), selected and
+    saved as every model is."""
+    model = _build_model(cfg)
+    state = train_feature_head(
+        cfg,
+        model,
+        train_faces,
+        val_faces,
+        contract.margin,
+        lambda logits: metrics_of_logits(logits, val_faces),
+        _select,
+        progress,
+    )
+    seconds = time.perf_counter() - started
+    _save_trained(model, cfg, contract, state, seconds, device)
+    best = state["best"]
+    return TrainResult(
+        Path(cfg.out_dir), best["epoch"], best["val_video_auc"], best["val_frame_auc"], state["epoch"], seconds
     )
 
 
@@ -375,7 +408,7 @@ def _build_model(cfg: TrainConfig) -> Detector:
     whose input a face dataset's crops (and their tracks) can provide."""
     unsupported = f"train_detector trains frame detectors and clip models; {cfg.model!r} is neither"
     # The train section's model-specific keys, passed to the models whose constructor takes them.
-    offered = {"pooling": cfg.pooling, "stage": cfg.patch_stage}
+    offered = {"pooling": cfg.pooling, "stage": cfg.patch_stage, "head": cfg.head, "hidden": cfg.head_hidden}
     accepted = inspect.signature(model_class(cfg.model)).parameters
     settings = {key: value for key, value in offered.items() if key in accepted}
     try:

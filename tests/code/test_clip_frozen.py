@@ -1,0 +1,119 @@
+"""`clip_frozen`: the feature store, the `embed` stage (incremental, exact), and a head trained on the
+cached features that serves the same numbers from the crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from dfguard.config import EmbedConfig, TrainConfig
+from dfguard.faces.crops import read_crop
+from dfguard.faces.table import read_faces
+from dfguard.models import get_model, load_detector
+from dfguard.models.clip import clip_preset
+from dfguard.models.clip_frozen import FEATURE_DIM, ClipInt8Backbone, backbone_id, feature_store
+from dfguard.models.features import FeatureStore, input_key, use_store
+from dfguard.models.scoring import score_crop_files
+from dfguard.training.data import load_faces
+from dfguard.training.embed import read_variants, run_embed, sbi_variant
+from dfguard.training.run import train_detector
+from dfguard.transforms import to_batch
+
+
+def test_the_store_appends_new_keys_only_and_refuses_another_backbones_features(tmp_path) -> None:
+    store = FeatureStore(tmp_path / "store", "backbone A", 4)
+    assert len(store) == 0
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert store.add(["a", "b", "c"], rows) == 3
+    assert store.add(["b", "d"], rows[:2] + 100) == 1  # b is kept as it was
+    found, features = FeatureStore(tmp_path / "store", "backbone A", 4).lookup(["d", "x", "b"])
+    assert found.tolist() == [True, False, True]
+    np.testing.assert_array_equal(features, np.stack([rows[1] + 100, rows[1]]))
+    with pytest.raises(ValueError, match="backbone A"):
+        FeatureStore(tmp_path / "store", "backbone B", 4).lookup(["a"])
+
+
+def test_a_key_is_the_exact_input_of_one_backbone() -> None:
+    pixels = np.zeros((3, 8, 8), np.float32)
+    changed = pixels.copy()
+    changed[0, 0, 0] = 1e-6
+    assert input_key(pixels, "A") == input_key(pixels.copy(), "A")
+    assert input_key(pixels, "A") != input_key(changed, "A")
+    assert input_key(pixels, "A") != input_key(pixels, "B")
+
+
+def test_a_self_blend_variant_is_a_function_of_the_crop_alone() -> None:
+    crop = np.random.default_rng(3).integers(0, 255, (96, 96, 3), np.uint8)
+    first, again, other = sbi_variant(crop, 0, 1.3), sbi_variant(crop.copy(), 0, 1.3), sbi_variant(crop, 1, 1.3)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other) and not np.array_equal(first, crop)
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory, face_dataset):
+    """(face dataset, feature store folder, first run's result): `dfguard embed` over a tiny dataset."""
+    root = tmp_path_factory.mktemp("embed")
+    faces_dir = face_dataset(root / "faces", videos_per_split=4, frames=2)
+    cfg = EmbedConfig(faces_dir=str(faces_dir), out_dir=str(root / "features"), sbi_variants=2)
+    return faces_dir, root / "features", run_embed(cfg, progress=False)
+
+
+def test_embed_caches_every_crop_and_two_self_blends_of_each_real_then_computes_nothing_again(embedded) -> None:
+    faces_dir, features_dir, first = embedded
+    faces = read_faces(faces_dir)
+    reals = int((faces["target"] == 0).sum())
+    assert (first.crops, first.self_blends, first.computed) == (len(faces), 2 * reals, len(faces) + 2 * reals)
+    assert len(read_variants(features_dir)) == 2 * reals
+    again = run_embed(EmbedConfig(faces_dir=str(faces_dir), out_dir=str(features_dir), sbi_variants=2), progress=False)
+    assert again.computed == 0
+
+
+def test_cached_features_are_the_ones_the_backbone_computes(embedded) -> None:
+    faces_dir, features_dir, _ = embedded
+    paths = [str(faces_dir / crop) for crop in read_faces(faces_dir)["crop"][:3]]
+    backbone = ClipInt8Backbone()
+    batch = to_batch([read_crop(p) for p in paths], clip_preset()).numpy()
+    _, cached, computed = backbone.features_of(batch, feature_store(features_dir))
+    assert not computed.any()
+    np.testing.assert_allclose(cached, backbone.encode(batch), rtol=1e-5, atol=1e-5)
+    assert cached.shape == (3, FEATURE_DIM) and backbone_id().startswith("clip_vit_b16 int8")
+
+
+def test_a_head_trains_on_the_cached_features_and_serves_the_same_scores_from_crops(embedded, tmp_path) -> None:
+    faces_dir, features_dir, _ = embedded
+    cfg = TrainConfig(
+        faces_dir=str(faces_dir),
+        features_dir=str(features_dir),
+        out_dir=str(tmp_path / "model"),
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        model="clip_frozen",
+        input_size=224,
+        head="mlp",
+        head_hidden=16,
+        head_epochs=5,
+    )
+    result = train_detector(cfg, progress=False)
+    assert result.epochs_run == 5 and 1 <= result.best_epoch <= 5
+    weights = load_file(str(result.model_dir / "model.safetensors"))
+    # The head and its standardisation only: the backbone is the package's graph, never copied in.
+    assert sum(t.numel() for t in weights.values()) == 2 * FEATURE_DIM + FEATURE_DIM * 16 + 16 + 16 + 1
+    model, config = load_detector(result.model_dir)
+    assert config["model"]["kwargs"]["head"] == "mlp"
+    paths = load_faces(faces_dir, "val")["crop_path"].tolist()
+    use_store(None)
+    computed = score_crop_files(model, paths).logits
+    use_store(features_dir)
+    try:
+        cached = score_crop_files(model, paths).logits
+    finally:
+        use_store(None)
+    np.testing.assert_allclose(cached, computed, rtol=1e-4, atol=1e-4)
+    assert float(model.feature_scale.min()) > 0
+
+
+def test_clip_frozen_reads_224_px_crops_only_and_names_its_heads() -> None:
+    with pytest.raises(ValueError, match="train.input_size=224"):
+        get_model("clip_frozen", input_size=128)
+    with pytest.raises(ValueError, match="linear, mlp"):
+        get_model("clip_frozen", head="transformer")
