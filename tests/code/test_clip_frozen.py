@@ -45,7 +45,11 @@ def test_a_key_is_the_exact_input_of_one_backbone() -> None:
 
 def test_a_self_blend_variant_is_a_function_of_the_crop_alone() -> None:
     crop = np.random.default_rng(3).integers(0, 255, (96, 96, 3), np.uint8)
-    first, again, other = sbi_variant(crop, 0, 1.3), sbi_variant(crop.copy(), 0, 1.3), sbi_variant(crop, 1, 1.3)
+    first, again, other = (
+        sbi_variant(crop, 0, 1.3),
+        sbi_variant(crop.copy(), 0, 1.3),
+        sbi_variant(crop, 1, 1.3),
+    )
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other) and not np.array_equal(first, crop)
 
@@ -59,13 +63,17 @@ def embedded(tmp_path_factory, face_dataset):
     return faces_dir, root / "features", run_embed(cfg, progress=False)
 
 
-def test_embed_caches_every_crop_and_two_self_blends_of_each_real_then_computes_nothing_again(embedded) -> None:
+def test_embed_caches_every_crop_and_two_self_blends_of_each_real_then_computes_nothing_again(
+    embedded,
+) -> None:
     faces_dir, features_dir, first = embedded
     faces = read_faces(faces_dir)
     reals = int((faces["target"] == 0).sum())
     assert (first.crops, first.self_blends, first.computed) == (len(faces), 2 * reals, len(faces) + 2 * reals)
     assert len(read_variants(features_dir)) == 2 * reals
-    again = run_embed(EmbedConfig(faces_dir=str(faces_dir), out_dir=str(features_dir), sbi_variants=2), progress=False)
+    again = run_embed(
+        EmbedConfig(faces_dir=str(faces_dir), out_dir=str(features_dir), sbi_variants=2), progress=False
+    )
     assert again.computed == 0
 
 
@@ -80,7 +88,9 @@ def test_cached_features_are_the_ones_the_backbone_computes(embedded) -> None:
     assert cached.shape == (3, FEATURE_DIM) and backbone_id().startswith("clip_vit_b16 int8")
 
 
-def test_a_head_trains_on_the_cached_features_and_serves_the_same_scores_from_crops(embedded, tmp_path) -> None:
+def test_a_head_trains_on_the_cached_features_and_serves_the_same_scores_from_crops(
+    embedded, tmp_path
+) -> None:
     faces_dir, features_dir, _ = embedded
     cfg = TrainConfig(
         faces_dir=str(faces_dir),
@@ -113,7 +123,7 @@ def test_a_head_trains_on_the_cached_features_and_serves_the_same_scores_from_cr
 
 
 def test_clip_frozen_reads_224_px_crops_only_and_names_its_heads() -> None:
-    with pytest.raises(ValueError, match="train.input_size=224"):
+    with pytest.raises(ValueError, match=r"train\.input_size=224"):
         get_model("clip_frozen", input_size=128)
     with pytest.raises(ValueError, match="linear, mlp"):
         get_model("clip_frozen", head="transformer")

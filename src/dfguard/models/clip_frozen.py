@@ -103,7 +103,9 @@ class ClipInt8Backbone(nn.Module):
             rows.append(np.concatenate([embedding[0], tokens[0, 1:].mean(axis=0)]))
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, FEATURE_DIM), np.float32)
 
-    def features_of(self, pixels: np.ndarray, store: FeatureStore | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def features_of(
+        self, pixels: np.ndarray, store: FeatureStore | None = None
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(keys, features, computed): each input's store key, its features (from `store`, by default
         the active one, where held; computed otherwise) and which ones were computed."""
         store = store if store is not None else _active_store()
@@ -160,7 +162,11 @@ class ClipFrozen(FrameDetector):
         super().__init__(ClipInt8Backbone(), FEATURE_DIM, dropout, clip_preset(), channels_last=False)
         if head == "mlp":
             self.head = nn.Sequential(
-                nn.Dropout(dropout), nn.Linear(FEATURE_DIM, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+                nn.Dropout(dropout),
+                nn.Linear(FEATURE_DIM, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, 1),
             )
         self.register_buffer("feature_mean", torch.zeros(FEATURE_DIM))
         self.register_buffer("feature_scale", torch.ones(FEATURE_DIM))

@@ -100,7 +100,9 @@ class FeatureStore:
             if not new:
                 return 0
             all_keys = [*self._rows, *(keys[i] for i in new)]
-            stacked = np.concatenate([np.asarray(self._features, np.float32), features[new].astype(np.float32)])
+            stacked = np.concatenate(
+                [np.asarray(self._features, np.float32), features[new].astype(np.float32)]
+            )
             write_store(self.folder, self.backbone_id, all_keys, stacked)
             self._loaded_mtime = None
             self._refresh()

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from dfguard.config import EmbedConfig, save_resolved
 from dfguard.faces.crops import read_crop
 from dfguard.faces.table import read_contract, read_faces
-from dfguard.models.clip_frozen import FEATURE_DIM, ClipInt8Backbone, feature_store
 from dfguard.models.clip import clip_preset
+from dfguard.models.clip_frozen import FEATURE_DIM, ClipInt8Backbone, feature_store
 from dfguard.models.features import FeatureStore
 from dfguard.runtime import torch_threads
 from dfguard.training.sbi import self_blend
@@ -109,7 +109,9 @@ def read_variants(folder: Path) -> pd.DataFrame:
     """The (crop_key, variant) -> key index of the self-blends in a store folder (empty if none)."""
     path = folder / VARIANTS_FILE
     if not path.is_file():
-        return pd.DataFrame({"crop_key": pd.Series(dtype=str), "variant": pd.Series(dtype=int), "key": pd.Series(dtype=str)})
+        return pd.DataFrame(
+            {"crop_key": pd.Series(dtype=str), "variant": pd.Series(dtype=int), "key": pd.Series(dtype=str)}
+        )
     return pd.read_parquet(path)
 
 
@@ -128,7 +130,7 @@ def embed_self_blends(
     by variant: from the store through its variants index where held, made and computed otherwise
     (and then added to the store and the index when `write`)."""
     index = read_variants(store.folder)
-    known = dict(zip(zip(index["crop_key"], index["variant"]), index["key"], strict=True))
+    known = dict(zip(zip(index["crop_key"], index["variant"], strict=True), index["key"], strict=True))
     wanted = [(i, v) for i in range(len(paths)) for v in range(variants)]
     features = np.zeros((len(wanted), FEATURE_DIM), np.float32)
     listed = [known.get((crop_keys[i], v)) for i, v in wanted]
@@ -149,7 +151,9 @@ def embed_self_blends(
         keys, batch_features, computed = backbone.features_of(to_batch(blends, preset).numpy(), store)
         features[rows] = batch_features
         writer.keep(keys, batch_features, computed)
-        new_index += [(crop_keys[wanted[row][0]], wanted[row][1], key) for row, key in zip(rows, keys, strict=True)]
+        new_index += [
+            (crop_keys[wanted[row][0]], wanted[row][1], key) for row, key in zip(rows, keys, strict=True)
+        ]
         if write and not writer.keys:  # just flushed: the index follows the features it names
             _write_variants(store.folder, index, new_index)
     writer.flush()
@@ -179,7 +183,9 @@ def run_embed(cfg: EmbedConfig, progress: bool = True) -> EmbedResult:
     # The session takes torch's thread count when made: every core unless `threads` says otherwise.
     with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
         paths = [str(Path(cfg.faces_dir) / crop) for crop in faces["crop"]]
-        keys, _ = embed_crop_files(backbone, paths, store, write=True, progress="embed crops" if progress else "")
+        keys, _ = embed_crop_files(
+            backbone, paths, store, write=True, progress="embed crops" if progress else ""
+        )
         real = np.flatnonzero(faces["target"].to_numpy() == 0)
         embed_self_blends(
             backbone,
@@ -194,5 +200,7 @@ def run_embed(cfg: EmbedConfig, progress: bool = True) -> EmbedResult:
     save_resolved(cfg, out)
     seconds = time.perf_counter() - started
     blends, computed = len(real) * cfg.sbi_variants, len(store) - stored_before
-    log.info("embedded %d crops and %d self-blends in %.0f s (%d computed)", len(paths), blends, seconds, computed)
+    log.info(
+        "embedded %d crops and %d self-blends in %.0f s (%d computed)", len(paths), blends, seconds, computed
+    )
     return EmbedResult(out, len(paths), blends, computed, round(seconds, 1))

@@ -73,7 +73,10 @@ def training_set(
     kinds = {kind for x, _, kind in parts if len(x)}
     if {"fake", "sbi"} <= kinds:
         fake_share = {"fake": 1.0 - cfg.sbi_share, "sbi": cfg.sbi_share}
-    weights = [np.full(len(x), (1.0 if kind == "real" else fake_share[kind]) / max(len(x), 1)) for x, _, kind in parts]
+    weights = [
+        np.full(len(x), (1.0 if kind == "real" else fake_share[kind]) / max(len(x), 1))
+        for x, _, kind in parts
+    ]
     return (
         np.concatenate([x for x, _, _ in parts]).astype(np.float32),
         np.concatenate([y for _, y, _ in parts]).astype(np.float32),
@@ -113,7 +116,9 @@ def train_feature_head(
         order = torch.multinomial(draw_weights, steps * BATCH, replacement=True, generator=generator)
         losses = []
         for batch in order.view(steps, BATCH):
-            loss = functional.binary_cross_entropy_with_logits(model.judge(inputs[batch]).logits, targets[batch])
+            loss = functional.binary_cross_entropy_with_logits(
+                model.judge(inputs[batch]).logits, targets[batch]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -135,4 +140,3 @@ def train_feature_head(
     log.info("head: best epoch %d of %d, %s", state["best"]["epoch"], cfg.head_epochs, state["best"])
     model.load_state_dict(state["best_model"])
     return state
-

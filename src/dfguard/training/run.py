@@ -193,7 +193,12 @@ def _train_on_features(
     _save_trained(model, cfg, contract, state, seconds, device)
     best = state["best"]
     return TrainResult(
-        Path(cfg.out_dir), best["epoch"], best["val_video_auc"], best["val_frame_auc"], state["epoch"], seconds
+        Path(cfg.out_dir),
+        best["epoch"],
+        best["val_video_auc"],
+        best["val_frame_auc"],
+        state["epoch"],
+        seconds,
     )
 
 
