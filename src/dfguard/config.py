@@ -114,7 +114,7 @@ class EmbedConfig:
 
     faces_dir: str = FACES_DIR
     out_dir: str = FEATURES_DIR
-    sbi_variants: int = 2  # self-blended fakes made of each real crop (what `clip_frozen` trains on)
+    sbi_variants: int = 1  # self-blended fakes made of each real crop (what `clip_frozen` trains on)
     threads: int = 0  # onnxruntime threads; 0 uses every core
 
 

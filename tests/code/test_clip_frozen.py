@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from dfguard.config import EmbedConfig, TrainConfig
 from dfguard.faces.crops import read_crop
 from dfguard.faces.table import read_faces
+from dfguard.inference.gradcam import grad_cam
 from dfguard.models import get_model, load_detector
 from dfguard.models.clip import clip_preset
 from dfguard.models.clip_frozen import FEATURE_DIM, ClipInt8Backbone, backbone_id, feature_store
@@ -127,3 +129,17 @@ def test_clip_frozen_reads_224_px_crops_only_and_names_its_heads() -> None:
         get_model("clip_frozen", input_size=128)
     with pytest.raises(ValueError, match="linear, mlp"):
         get_model("clip_frozen", head="transformer")
+
+
+def test_grad_cam_explains_the_frozen_model_through_its_fp32_twin(face_scenes) -> None:
+    torch.manual_seed(0)
+    model = get_model("clip_frozen")
+    crops = [face_scenes.frame([(who, (112, 112), 90)], size=(224, 224))[0] for who in ("obama", "biden")]
+    twin_logits = model.gradient_twin()(to_batch(crops, clip_preset()))[0].logits.detach()
+    int8_logits = model(to_batch(crops, clip_preset())).logits
+    # The twin is the same detector in fp32: the head's call agrees with the INT8 graph's.
+    np.testing.assert_allclose(twin_logits.numpy(), int8_logits.detach().numpy(), atol=0.5)
+    heat = grad_cam(model, crops)
+    assert heat.shape == (2, 224, 224) and heat.dtype == np.float32
+    assert heat.min() >= 0 and heat.max() == pytest.approx(1.0) and heat.std() > 0.01
+    assert not any(p.grad is not None for p in model.parameters()), "nothing accumulates on the model"

@@ -28,30 +28,41 @@ def last_conv(model: Detector) -> nn.Conv2d:
     return convs[-1]
 
 
-def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> np.ndarray:
-    """Heat maps in [0, 1], one per crop, each the crop's size (N, H, W), of the evidence for the side
-    (fake if its logit >= 0, else real) each crop is scored on."""
-    # On a private copy: a hook on the shared model would catch other threads' forward passes (the
-    # service judges several requests at once), and the backward pass would leave gradients on it.
-    model = copy.deepcopy(model)
-    layer = last_conv(model)
+def _activations_and_logits(model: Detector, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activations (B, C, h, w), logits (B,)) of one forward pass, with the graph between them.
+
+    A model whose backbone has no gradients (an INT8 graph) gives them through its fp32 twin
+    (`gradient_twin`), whose weights are frozen and which returns its map: nothing is hooked or
+    accumulated on it, so concurrent requests share it. Any other model runs as a private copy with a
+    hook on its last convolution: a hook on the shared model would catch other threads' forward passes
+    (the service judges several requests at once), and the backward pass would leave gradients on it.
+    """
+    if hasattr(model, "gradient_twin"):
+        out, grid = model.gradient_twin()(batch)
+        return grid, out.logits
+    model = copy.deepcopy(model).eval()
     captured: dict[str, torch.Tensor] = {}
 
     def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        output.retain_grad()
         captured["activations"] = output
 
-    handle = layer.register_forward_hook(keep)
-    model.eval()
+    handle = last_conv(model).register_forward_hook(keep)
     try:
-        batch = to_batch(crops, model.preset).to(device).requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(single_face_input(model, batch)).logits
-            logits.abs().sum().backward()  # d|z|/dz is the sign: the predicted class's score
+        logits = model(single_face_input(model, batch)).logits
     finally:
         handle.remove()
-    activations = captured["activations"]
-    weights = activations.grad.mean(dim=(2, 3), keepdim=True)
+    return captured["activations"], logits
+
+
+def grad_cam(model: Detector, crops: list[np.ndarray], device: str = "cpu") -> np.ndarray:
+    """Heat maps in [0, 1], one per crop, each the crop's size (N, H, W), of the evidence for the side
+    (fake if its logit >= 0, else real) each crop is scored on."""
+    batch = to_batch(crops, model.preset).to(device).requires_grad_(True)  # a frozen model still has a path
+    with torch.enable_grad():
+        activations, logits = _activations_and_logits(model, batch)
+        # d|z|/dz is the sign: the gradient of the predicted class's score.
+        (gradient,) = torch.autograd.grad(logits.abs().sum(), activations)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
     cams = torch.relu((weights * activations).sum(dim=1)).detach().float().cpu().numpy()
     height, width = crops[0].shape[:2]
     maps = []

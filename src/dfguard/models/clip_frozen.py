@@ -127,6 +127,28 @@ class ClipInt8Backbone(nn.Module):
         return torch.from_numpy(features).to(images.device)
 
 
+class ClipGradientTwin(nn.Module):
+    """The detector over the fp32 rebuild of the same tower (`models.clip`), for what needs gradients:
+    Grad-CAM. Same features (cosine 0.97-0.99 to the INT8 graph's), same standardisation and head.
+    Besides the output it returns the last block's patch tokens as a (B, 768, 14, 14) map: where a
+    Grad-CAM reads a ViT (its tokens stand where a CNN's last convolution does). Its weights never
+    take a gradient, so threads share it."""
+
+    def __init__(self, detector: ClipFrozen) -> None:
+        super().__init__()
+        from dfguard.models.clip import pretrained_tower
+
+        self.tower = pretrained_tower().eval().requires_grad_(False)
+        self.detector = [detector]  # in a list: the detector owns the twin, not the other way round
+
+    def forward(self, images: torch.Tensor) -> tuple[DetectorOutput, torch.Tensor]:
+        tokens = self.tower.forward_tokens(images)
+        side = round((tokens.shape[1] - 1) ** 0.5)
+        grid = tokens[:, 1:].transpose(1, 2).reshape(len(images), WIDTH, side, side)
+        features = torch.cat([self.tower.project(tokens), grid.mean(dim=(2, 3))], dim=1)
+        return self.detector[0].judge(features), grid
+
+
 def _active_store() -> FeatureStore | None:
     folder = active_store_folder()
     return feature_store(folder) if folder is not None else None
@@ -170,6 +192,24 @@ class ClipFrozen(FrameDetector):
             )
         self.register_buffer("feature_mean", torch.zeros(FEATURE_DIM))
         self.register_buffer("feature_scale", torch.ones(FEATURE_DIM))
+        self._twin: list[ClipGradientTwin] = []  # in a list: not a submodule, so never in the state
+        self._twin_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_twin"], state["_twin_lock"] = [], None  # a copy builds its own twin when it needs one
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._twin_lock = threading.Lock()
+
+    def gradient_twin(self) -> ClipGradientTwin:
+        """The fp32 twin for Grad-CAM, built on first use (about 345 MB, a few seconds)."""
+        with self._twin_lock:
+            if not self._twin:
+                self._twin.append(ClipGradientTwin(self))
+            return self._twin[0]
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return iter(())
