@@ -12,7 +12,7 @@ import signal
 import sys
 from importlib.metadata import entry_points
 
-from dfguard.cli import bench, data, detector, feedback, keys, registry, review, serve, studies
+from dfguard.cli import bench, data, detector, feedback, keys, registry, review, serve, studies, up
 from dfguard.config import PARAMS_FILE
 
 log = logging.getLogger("dfguard")
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = [entry.load() for entry in entry_points(group="dfguard.commands")]
     groups += [
         module.add_commands
-        for module in (data, detector, studies, bench, registry, serve, keys, feedback, review)
+        for module in (data, detector, studies, bench, registry, serve, keys, feedback, review, up)
     ]
     for add_commands in groups:
         add_commands(commands)

@@ -51,4 +51,5 @@ def dashboard_server(cfg: DashboardConfig, params_path: Path, overrides: dict[st
         dashboard_command(cfg),
         f"http://{cfg.host}:{cfg.port}",
         settings_env(params_path, overrides),
+        "/_stcore/health",
     )
