@@ -140,6 +140,44 @@ def _loop_run(args: argparse.Namespace) -> int:
     return 1 if "refused" in result else 0
 
 
+def _loop_demo(args: argparse.Namespace) -> int:
+    from dfguard.config import parse_overrides
+    from dfguard.loop.demo import SIMULATED_REVIEWER, run_demo
+
+    cfg = config_from(args, {})
+    print(f"SIMULATED REVIEWER: labels come from the ground truth, stored as {SIMULATED_REVIEWER!r}")
+    figures = run_demo(
+        cfg,
+        Path(args.params),
+        parse_overrides(args.set),
+        Path(args.out),
+        args.labels,
+        args.server or "",
+        args.api_key,
+    )
+    print(f"\ndecision: {figures['decision']['action']} ({'; '.join(figures['decision']['reasons'])})")
+    for line in figures["checks"]:
+        print(f"  {line}")
+    verdict = "promoted" if figures["promoted"] else "not promoted"
+    print(f"challenger {figures['challenger']}: {verdict}; served now: version {figures['served_after']}")
+    print("\nshifted holdout (people never trained on, never labelled), as the service judged it:")
+    print(f"  {'':8} {'AUC':>6} {'accuracy':>9} {'fakes FAKE':>11} {'reals REAL':>11} {'UNCERTAIN':>10}")
+    for when in ("before", "after"):
+        f = figures["holdout"][when]
+        print(
+            f"  {when:8} {f['auc']:6.3f} {f['accuracy']:9.3f} {f['fakes_called_fake']:11.3f} "
+            f"{f['reals_called_real']:11.3f} {f['uncertain']:10.3f}"
+        )
+    frozen = figures["frozen_suite"]
+    if frozen:
+        print(
+            f"frozen test suite video AUC: champion {frozen['champion']['auc']:.4f} -> challenger "
+            f"{frozen['challenger']['auc']:.4f}"
+        )
+    print(f"seconds: {figures['seconds']} -> {Path(args.out) / 'demo.json'}")
+    return 0
+
+
 def add_commands(commands: Commands) -> None:
     run = commands.add_parser("run", help="the main job: fetch sources, run the pipeline flow")
     run.set_defaults(func=_run)
@@ -164,3 +202,11 @@ def add_commands(commands: Commands) -> None:
     )
     loop_run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     loop_run.set_defaults(func=_loop_run)
+    demo = loop.add_parser(
+        "demo", help="a shifted stream through the service, a SIMULATED reviewer's labels, one loop run"
+    )
+    demo.add_argument("--labels", type=int, default=100, help="clips the simulated reviewer labels")
+    demo.add_argument("--out", default="build/loop-demo", help="stream, service log, demo.json")
+    demo.add_argument("--server", help="a running service to use (default: start one on a free port)")
+    demo.add_argument("--api-key", help="the service's API key (default: $DFGUARD_API_KEY)")
+    demo.set_defaults(func=_loop_demo)

@@ -321,6 +321,10 @@ class LoopConfig:
     replay_share: float = 0.5  # share of each epoch's faces drawn from the original training split
     grad_clip: float = 1.0
     # The promotion gate's loop checks, beside the `promotion` section's on the frozen test suite.
+    # A head on frozen features (clip_frozen) is fine-tuned on cached features: it may move faster
+    # than a backbone, and its passes cost milliseconds.
+    head_lr: float = 3e-4
+    head_epochs: int = 10
     max_forgetting: float = 0.01  # frozen-suite video AUC may fall at most this much
     min_holdout_gain: float = 0.0  # the challenger must beat the champion on the feedback holdout by more
     simulated_reviewer: bool = False  # `dfguard loop demo` labels from ground truth; never on by default

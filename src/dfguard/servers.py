@@ -176,7 +176,7 @@ def run_servers(servers: list[Server], ready_timeout_s: float = READY_TIMEOUT_S)
         return 0
     finally:
         for _, process in reversed(processes):
-            _stop(process)
+            stop_process(process)
 
 
 @contextmanager
@@ -195,7 +195,7 @@ def _interrupted_by_sigterm() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     """SIGTERM the process's group and give the launcher STOP_TIMEOUT_S to exit, then SIGKILL whatever of
     the group is left (a worker the launcher did not take down, or everything if it hung)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -11,8 +11,10 @@ original validation split, so an epoch that forgets is not the one kept.
 The rates: the head at `loop.lr` (1e-4), the backbone at that times `train.backbone_lr_scale` (3e-5
 by default): 10-30x below the first training, so the pretrained-then-trained backbone moves little;
 the head, a single linear layer over features that already separate, may move more to take in a new
-kind of fake. Gradients are clipped (`loop.grad_clip`) because one batch of an odd new kind must not
-throw the weights far.
+kind of fake. A head on a frozen backbone (`clip_frozen`) has nothing below it to disturb: it takes
+`loop.head_lr` (3e-4, a third of its first training's) for `loop.head_epochs` passes over the cached
+features, which cost seconds. Gradients are clipped (`loop.grad_clip`) because one batch of an odd
+new kind must not throw the weights far.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dfguard.calibration.stage import CalibrateResult, run_calibrate
 from dfguard.config import CalibrateConfig, LoopConfig, TrainConfig
 from dfguard.faces.table import CONTRACT_NAME, FACES_NAME, read_contract, read_faces
 from dfguard.loop.dataset import TRAIN
+from dfguard.models import model_class
 from dfguard.models.io import CONFIG_NAME
 
 REPLAY_DIR, CALIBRATION_DIR = "replay", "calibration"
@@ -105,14 +108,16 @@ def fine_tune_config(
     saved: dict[str, Any] = config.get("training", {}).get("config", {})
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     base = TrainConfig(**{key: value for key, value in saved.items() if key in known})
+    on_features = {"lr": policy.head_lr, "head_epochs": policy.head_epochs} if _on_features(base) else {}
     return dataclasses.replace(
         base,
+        head_epochs=on_features.get("head_epochs", base.head_epochs),
         faces_dir=str(replay_dir),
         out_dir=str(out_dir),
         checkpoint_dir=str(out_dir.parent / "checkpoints"),
         manifest_path="",  # feedback items have no original clip to pair with
         init_from=str(champion_dir),
-        lr=policy.lr,
+        lr=on_features.get("lr", policy.lr),
         epochs=policy.epochs,
         frozen_epochs=0,
         warmup_fraction=0.0,
@@ -123,6 +128,10 @@ def fine_tune_config(
         resume=False,
         workers=0,
     )
+
+
+def _on_features(cfg: TrainConfig) -> bool:
+    return bool(getattr(model_class(cfg.model), "trains_on_features", False))
 
 
 def recalibrate(

@@ -97,13 +97,16 @@ def train_feature_head(
     """Fit `model`'s head (and its feature standardisation) on cached features; leaves the best
     epoch's weights in `model` and returns the selection state the trainer saves (history, best).
     `metrics_of(val_logits)` gives an epoch's validation metrics and `select` records the epoch in
-    the state, both the trainer's, so every model is selected by the same rule."""
+    the state, both the trainer's, so every model is selected by the same rule. A head started from a
+    trained one (`cfg.init_from`, the loop's fine-tune) keeps its standardisation, so its weights keep
+    their meaning."""
     if not isinstance(model, ClipFrozen):
         raise ValueError(f"{model.config.get('name')} does not train on cached features")
     torch.manual_seed(cfg.seed)
     x, y, w = training_set(cfg, model, train_faces, margin, progress)
     _, val_x = feature_rows(model, val_faces, cfg.features_dir, "validation features" if progress else "")
-    model.standardise_with(x)
+    if not cfg.init_from:
+        model.standardise_with(x)
     inputs, targets, val_inputs = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(val_x)
     optimizer = torch.optim.AdamW(model.head_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -179,6 +179,8 @@ def _train_on_features(
     """A head on a frozen backbone, trained on its cached features (`training.heads`), selected and
     saved as every model is."""
     model = _build_model(cfg)
+    if cfg.init_from:
+        start_from(model, cfg.init_from)
     state = train_feature_head(
         cfg,
         model,
