@@ -170,3 +170,30 @@ def plot_throughput(rows: list[dict], path: str | Path, levels: tuple[int, ...])
         ax.set_xticks(levels, [str(level) for level in levels])
         ax.legend()
     return _save(fig, path)
+
+
+def plot_loop_bench(rows: list[dict], replay_share: float, path: str | Path) -> Path:
+    """`dfguard bench loop`: the shifted holdout's AUC and accuracy after the loop against the labels
+    given (before it as dashed lines), and the frozen suite's AUC change of every row."""
+    fig, (gain, forget) = plt.subplots(1, 2, figsize=(10, 3.6))
+    curve = [row for row in rows if row["replay_share"] == replay_share]
+    labels = [row["labels"] for row in curve]
+    for key, colour in (("auc", "tab:blue"), ("accuracy", "tab:orange")):
+        gain.plot(
+            labels,
+            [row["holdout_after"][key] for row in curve],
+            marker="o",
+            color=colour,
+            label=f"{key} after",
+        )
+        gain.axhline(curve[0]["holdout_before"][key], color=colour, ls="--", lw=0.8, label=f"{key} before")
+    gain.set(xlabel="simulated labels", ylabel="shifted holdout", xscale="log", title="Labels vs gain")
+    gain.set_xticks(labels, [str(n) for n in labels])
+    gain.legend(fontsize=7)
+    names = [f"{row['labels']}, replay {row['replay_share']:g}" for row in rows]
+    forget.barh(names, [-row["forgetting"] for row in rows], color="tab:gray")
+    forget.axvline(-0.01, color="tab:red", ls="--", lw=0.8, label="-0.01 (target)")
+    forget.set(xlabel="frozen suite video AUC change", title="Forgetting")
+    forget.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -62,6 +62,32 @@ def _bench_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_loop(args: argparse.Namespace) -> int:
+    from dfguard.config import parse_overrides
+    from dfguard.loop.bench import bench_loop
+    from dfguard.loop.demo import SIMULATED_REVIEWER
+
+    cfg = config_from(args, {})
+    print(f"SIMULATED REVIEWER: labels come from the ground truth, stored as {SIMULATED_REVIEWER!r}")
+    counts = tuple(args.labels) if args.labels else None
+    result = bench_loop(
+        cfg, Path(args.params), parse_overrides(args.set), Path(args.out), *([counts] if counts else [])
+    )
+    print(
+        f"{'labels':>6} {'replay':>6} {'decision':>10} {'promoted':>8} {'AUC before':>10} {'after':>6} "
+        f"{'acc before':>10} {'after':>6} {'forgetting':>10} {'label->serving s':>16}"
+    )
+    for row in result["rows"]:
+        before, after = row["holdout_before"], row["holdout_after"]
+        print(
+            f"{row['labels']:>6} {row['replay_share']:>6g} {row['decision']:>10} {row['promoted']!s:>8} "
+            f"{before['auc']:>10.3f} {after['auc']:>6.3f} {before['accuracy']:>10.3f} {after['accuracy']:>6.3f} "
+            f"{row['forgetting']:>+10.4f} {row['seconds'].get('last_label_to_serving')!s:>16}"
+        )
+    print(f"-> {Path(args.out) / 'loop.json'}, {Path(args.out) / 'loop.png'}")
+    return 0
+
+
 def add_commands(commands: Commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_extract = bench.add_parser(
@@ -91,3 +117,9 @@ def add_commands(commands: Commands) -> None:
         help="a trained model folder whose test AUC/ECE fill its row of the models table (repeatable)",
     )
     bench_detect.set_defaults(func=_bench_detect)
+    bench_loop = bench.add_parser(
+        "loop", help="the loop demo at 25/50/100/200 simulated labels, and without replay (needs make run)"
+    )
+    bench_loop.add_argument("--out", default="bench/loop", help="where results go (default: %(default)s)")
+    bench_loop.add_argument("--labels", type=int, nargs="+", help="label counts (default: 25 50 100 200)")
+    bench_loop.set_defaults(func=_bench_loop)

@@ -175,12 +175,15 @@ def run_demo(
     server_url: str = "",
     api_key: str | None = None,
     progress: bool = True,
+    stream_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The demonstration (see the module docstring): the shifted stream through the service (one
     started here on a free port unless `server_url` names a running one), `labels` simulated labels,
     one loop run, then the holdout judged again by whatever the service serves then. Returns the
-    figures, also written to `out_dir`/demo.json."""
-    items = shifted_stream(cfg.extract.manifest_path, cfg.extract.dataset_dir, out_dir / "stream", progress)
+    figures, also written to `out_dir`/demo.json. The stream is made in `stream_dir` (default
+    `out_dir`/stream) unless it is there already."""
+    stream = stream_dir or out_dir / "stream"
+    items = shifted_stream(cfg.extract.manifest_path, cfg.extract.dataset_dir, stream, progress)
     holdout = [item for item in items if item.holdout]
     pool = pool_order(items, cfg.train.seed)[:labels]
     if len(pool) < labels:

@@ -54,11 +54,12 @@ def alias_transaction(client: MlflowClient) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        _restore(client, before)
+        restore_aliases(client, before)
         raise
 
 
-def _restore(client: MlflowClient, before: dict[str, str]) -> None:
+def restore_aliases(client: MlflowClient, before: dict[str, str]) -> None:
+    """Point every alias back where `before` (from `current_aliases`) had it."""
     now = current_aliases(client)
     for alias in sorted(set(before) | set(now)):
         if before.get(alias) != now.get(alias):
