@@ -81,7 +81,8 @@ def _bench_loop(args: argparse.Namespace) -> int:
         before, after = row["holdout_before"], row["holdout_after"]
         print(
             f"{row['labels']:>6} {row['replay_share']:>6g} {row['decision']:>10} {row['promoted']!s:>8} "
-            f"{before['auc']:>10.3f} {after['auc']:>6.3f} {before['accuracy']:>10.3f} {after['accuracy']:>6.3f} "
+            f"{before['auc']:>10.3f} {after['auc']:>6.3f} "
+            f"{before['accuracy']:>10.3f} {after['accuracy']:>6.3f} "
             f"{row['forgetting']:>+10.4f} {row['seconds'].get('last_label_to_serving')!s:>16}"
         )
     print(f"-> {Path(args.out) / 'loop.json'}, {Path(args.out) / 'loop.png'}")
