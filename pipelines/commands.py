@@ -209,4 +209,7 @@ def add_commands(commands: Commands) -> None:
     demo.add_argument("--out", default="build/loop-demo", help="stream, service log, demo.json")
     demo.add_argument("--server", help="a running service to use (default: start one on a free port)")
     demo.add_argument("--api-key", help="the service's API key (default: $DFGUARD_API_KEY)")
+    demo.add_argument(
+        "--decide", choices=["wait", "recalibrate", "finetune"], help="override the loop gate's decision"
+    )
     demo.set_defaults(func=_loop_demo)

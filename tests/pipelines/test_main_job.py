@@ -35,7 +35,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, sources_dir: Path) -> Path
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpus"].update({"max_identities": 6, "clips_per_identity": 2, "duration_s": [1.0, 1.5]})
     params["extract"].update({"frames_train": 4, "frames_val": 4, "frames_test": 6})
-    params["train"].update({"model": "small_cnn", "input_size": 64, "epochs": 2, "samples_per_epoch": 64})
+    params["train"].update({"head_epochs": 10})  # the default detector, on its embed stage's features
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(sources_dir, root / "data" / "raw" / "sources")  # as fetched; the job must not refetch
     _run(["git", "init", "-q"], root)
@@ -74,6 +74,10 @@ def test_first_run_builds_versions_and_pushes_everything(project: Path) -> None:
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert 0.0 <= metrics["video"]["auc"] <= 1.0 and set(metrics["by_method"]) == {"FaceSwap", "SelfBlend"}
     assert list((project / "reports/detect").glob("*/report.json")), "no detect report on the held-out clip"
+    store = json.loads((project / "data/embeddings/store.json").read_text())
+    assert store["rows"] == len(faces) + (faces.label == "real").sum(), (
+        "every crop and one self-blend per real"
+    )
 
 
 def test_first_run_leaves_a_champion_with_its_lineage(project: Path) -> None:
@@ -119,3 +123,24 @@ def test_changed_ingest_param_reruns_only_ingest(project: Path) -> None:
     assert _mtime(corpus_index) == corpus_before
     assert _mtime(manifest) != manifest_before
     assert json.loads((project / "data/manifest/resolved_config.json").read_text())["split_seed"] == 99
+
+
+@pytest.mark.slow  # about two minutes: a real service judges the stream, then a fine-tune and promotion gate
+def test_loop_demo_labels_as_simulated_fine_tunes_and_reports_before_and_after(project: Path) -> None:
+    import sqlite3
+
+    output = _run(
+        [DFGUARD, "loop", "demo", "--labels", "8", "--decide", "finetune", "--out", "build/demo"], project
+    )
+    assert "SIMULATED REVIEWER" in output.stdout and "shifted holdout" in output.stdout
+    figures = json.loads((project / "build/demo/demo.json").read_text())
+    manifest = pd.read_parquet(project / "data/manifest/manifest.parquet")
+    holdout = int((manifest.split == "test").sum())
+    assert figures["holdout"]["before"]["n"] == figures["holdout"]["after"]["n"] == holdout
+    assert figures["decision"]["action"] == "finetune" and figures["challenger"]
+    assert set(figures["frozen_suite"]) == {"champion", "challenger"}
+    with sqlite3.connect(project / "data/feedback/predictions.db") as db:
+        reviewers = {row[0] for row in db.execute("select distinct reviewer from labels")}
+        judged = db.execute("select count(*) from predictions").fetchone()[0]
+    assert reviewers == {"simulated-reviewer"} and figures["labels"] <= 8
+    assert judged == 2 * holdout + 8, "the holdout twice and the labelled pool, each stored by the service"

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from dfguard.config import Config
 from dfguard.feedback import PredictionStore, open_store
+from dfguard.loop.gate import Action
 from dfguard.loop.run import run_loop
 from dfguard.media.video import write_video
 from dfguard.metrics import roc_auc
@@ -176,12 +177,13 @@ def run_demo(
     api_key: str | None = None,
     progress: bool = True,
     stream_dir: Path | None = None,
+    action: Action | None = None,
 ) -> dict[str, Any]:
     """The demonstration (see the module docstring): the shifted stream through the service (one
     started here on a free port unless `server_url` names a running one), `labels` simulated labels,
     one loop run, then the holdout judged again by whatever the service serves then. Returns the
     figures, also written to `out_dir`/demo.json. The stream is made in `stream_dir` (default
-    `out_dir`/stream) unless it is there already."""
+    `out_dir`/stream) unless it is there already; `action` overrides the loop gate's decision."""
     stream = stream_dir or out_dir / "stream"
     items = shifted_stream(cfg.extract.manifest_path, cfg.extract.dataset_dir, stream, progress)
     holdout = [item for item in items if item.holdout]
@@ -199,7 +201,7 @@ def run_demo(
             with open_store(cfg.feedback) as store:
                 labelled = label_as_simulated(store, pool, answers)
                 last_label = time.monotonic()
-                result = run_loop(cfg, store, configure(cfg.registry), progress=progress)
+                result = run_loop(cfg, store, configure(cfg.registry), action, progress=progress)
             serving_s = None
             if result.promoted and result.challenger:
                 wait_for_version(client, result.challenger, 10 * cfg.serve.reload_interval_s + 120)
