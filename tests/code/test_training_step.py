@@ -28,6 +28,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "resnet50": {"input_size": SIZE},
     "small_cnn": SMALL["kwargs"],
     "clip_vit_b16": {"input_size": SIZE, "pretrained": False, "tune_backbone": True},
+    "clip_frozen": {"head": "mlp", "hidden": 8},  # its backbone is the INT8 graph: nothing to move there
     "temporal": {"frame_model": SMALL, "pooling": "attention", "hidden": 8},
     "ensemble": {
         "members": [SMALL, {"name": "mobilenet_v2", "kwargs": {"input_size": SIZE, "pretrained": False}}]
@@ -61,7 +62,9 @@ def test_a_training_step_gives_a_finite_loss_and_moves_backbone_and_head(
     loss = train_step(model.train(), inputs, labels, optimizer, criterion, scaler, False, blend_maps)
     assert np.isfinite(loss) and loss > 0
     after = model.state_dict()
-    parts = ("backbone.", "head.", "map_head.") if name == "blend_map" else ("backbone.", "head.")
+    parts = {"blend_map": ("backbone.", "head.", "map_head."), "clip_frozen": ("head.",)}.get(
+        name, ("backbone.", "head.")
+    )
     for part in parts:
         moved = [k for k in before if k.startswith(part) and not torch.equal(before[k], after[k])]
         assert moved, f"{name}: no {part[:-1]} weight changed"
