@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
@@ -53,3 +54,16 @@ def test_a_model_with_a_manipulation_map_exports_its_logits(tmp_path: Path) -> N
     model = get_model("blend_map", input_size=64)
     result = export_onnx(save_detector(model, tmp_path / "blend_map"), tmp_path / "blend_map.onnx")
     assert result.max_abs_logit_diff < 1e-3
+
+
+def test_the_frozen_clip_detector_exports_as_one_graph_from_images(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = get_model("clip_frozen", head="mlp", hidden=8)
+    result = export_onnx(save_detector(model, tmp_path / "clip_frozen"), tmp_path / "clip_frozen.onnx")
+    # The package's INT8 graph and the head in one file, fed images as every export is.
+    assert result.max_abs_logit_diff < 1e-4 and result.path.stat().st_size > 50_000_000
+    graph = onnx.load(str(result.path), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == [
+        "logits",
+        "features",
+    ]

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from dfguard.models.base import Detector, FrameDetector
+from dfguard.models.clip import EMBED_DIM, EMBEDS_OUTPUT, WIDTH, clip_onnx_path, unsaturated_graph
+from dfguard.models.clip_frozen import ClipFrozen
 from dfguard.models.io import CONFIG_NAME, load_detector
 
 CHECK_BATCH = 3
@@ -41,6 +43,58 @@ class _Outputs(nn.Module):
         return out.logits, out.features
 
 
+class _FrozenHead(nn.Module):
+    """`clip_frozen` after its INT8 graph: (image_embeds, token states) -> (logits, features)."""
+
+    def __init__(self, model: ClipFrozen) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeds: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.judge(torch.cat([embeds, tokens[:, 1:].mean(dim=1)], dim=1))
+        return out.logits, out.features
+
+
+def _export_frozen_clip(model: ClipFrozen, out: Path) -> None:
+    """One graph: the package's INT8 graph (its int8 weights moved to uint8, which gives the same
+    products on every CPU, see `models.clip.unsaturated_graph`) feeding the head, exported at the INT8
+    graph's opset. Its input is `images`, as every exported detector's."""
+    import onnx
+    from onnx import compose
+
+    clip = onnx.load_from_string(unsaturated_graph(clip_onnx_path()))
+    tokens = next(o.name for o in clip.graph.output if o.name != EMBEDS_OUTPUT)
+    opset = next(o.version for o in clip.opset_import if o.domain in ("", "ai.onnx"))
+    head_path = out.with_suffix(".head.onnx")
+    try:
+        torch.onnx.export(
+            _FrozenHead(model).eval(),
+            (torch.zeros(2, EMBED_DIM), torch.zeros(2, 197, WIDTH)),
+            str(head_path),
+            input_names=["head_embeds", "head_tokens"],
+            output_names=["logits", "features"],
+            dynamic_axes={
+                name: {0: "batch"} for name in ("head_embeds", "head_tokens", "logits", "features")
+            },
+            opset_version=opset,
+            dynamo=False,
+        )
+        head = onnx.load(str(head_path))
+    finally:
+        head_path.unlink(missing_ok=True)
+    head.ir_version = clip.ir_version
+    merged = compose.merge_models(
+        clip,
+        head,
+        io_map=[(EMBEDS_OUTPUT, "head_embeds"), (tokens, "head_tokens")],
+        outputs=["logits", "features"],
+    )
+    for node in merged.graph.node:
+        node.input[:] = ["images" if name == "pixel_values" else name for name in node.input]
+    merged.graph.input[0].name = "images"
+    onnx.save(merged, str(out))
+
+
 def export_onnx(
     model_dir: str | Path, out_path: str | Path, tolerance: float = DEFAULT_TOLERANCE
 ) -> ExportResult:
@@ -52,6 +106,9 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     size = model.preset.input_size
     example = torch.randn(CHECK_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    if isinstance(model, ClipFrozen):
+        _export_frozen_clip(model, out)
+        return _checked(model, model_dir, out, example, tolerance)
     wrapper = _Outputs(model).eval()
     torch.onnx.export(
         wrapper,
@@ -63,6 +120,14 @@ def export_onnx(
         dynamo=True,
         external_data=False,
     )
+    return _checked(model, model_dir, out, example, tolerance)
+
+
+def _checked(
+    model: Detector, model_dir: str | Path, out: Path, example: torch.Tensor, tolerance: float
+) -> ExportResult:
+    """The export at `out` checked against `model` on `example` (removed if it fails), its config
+    beside it."""
     try:
         diff = check_onnx(model, out, example)
         if diff > tolerance:
@@ -79,7 +144,9 @@ def check_onnx(model: Detector, onnx_path: Path, images: torch.Tensor) -> float:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (onnx_logits, _) = session.run(None, {"images": images.numpy()})
+    # An INT8 graph scales its activations per call: it is run, as the model runs it, one image a call.
+    calls = [images[i : i + 1] for i in range(len(images))] if isinstance(model, ClipFrozen) else [images]
+    onnx_logits = np.concatenate([session.run(["logits"], {"images": x.numpy()})[0] for x in calls])
     with torch.inference_mode():
         torch_logits = model.eval()(images).logits.numpy()
     return float(np.max(np.abs(onnx_logits - torch_logits)))
