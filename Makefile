@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chromium run test test-slow lint bench-extract bench-detect bench-serve bench serve bento crossval learning-curve
+.PHONY: install chromium run test test-slow lint bench-extract bench-detect bench-serve bench-loop bench serve up bento crossval learning-curve
 
 install: $(STAMP)
 
@@ -68,11 +68,19 @@ bench-detect: $(STAMP)
 bench-serve: $(STAMP)
 	$(BIN)/dfguard bench serve
 
-bench: bench-detect bench-serve
+# The loop demo at 25/50/100/200 simulated labels and without replay (run `make run` first; ~30 min).
+bench-loop: $(STAMP)
+	$(BIN)/dfguard bench loop
+
+bench: bench-detect bench-serve bench-loop
 
 # The detection service on localhost:3000 with the registry's champion (run `make run` first).
 serve: $(STAMP)
 	$(BIN)/dfguard serve
+
+# The whole platform on localhost: MLflow UI, Prefect server + deployments, service, dashboard (Ctrl-C stops).
+up: $(STAMP)
+	$(BIN)/dfguard up
 
 # The service as a Bento (`bentoml containerize dfguard-detector:latest` then makes an image).
 bento: $(STAMP)
