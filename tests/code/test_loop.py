@@ -9,6 +9,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,3 +305,35 @@ def test_the_drift_window_holds_the_champions_own_predictions(world, champion_mo
         with pytest.raises(ValueError, match="embeddings of 2 sizes"):
             current_frame(store, window_days=1.0, last=100)  # two models' spaces do not compare
     assert len(mine) == 40 and mine.filter(like="emb_").notna().all().all()
+
+
+def test_a_loop_killed_mid_fine_tune_leaves_things_consistent_and_the_next_run_completes(world) -> None:
+    # The loop, in a process of its own, killed (SIGKILL: no clean-up runs) after its fine-tune's
+    # first epoch was checkpointed.
+    script = (
+        "import os, signal\nfrom pathlib import Path\n"
+        "import dfguard.loop.run as loop_run\nfrom dfguard.config import load_config\n"
+        "from dfguard.feedback import open_store\nfrom dfguard.registry import configure\n"
+        "from dfguard.training.run import train_detector\n"
+        "def dying(cfg, progress=False):\n"
+        "    kill = lambda record, model: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return train_detector(cfg, progress, on_epoch_end=kill)\n"
+        "loop_run.train_detector = dying\n"
+        f"cfg = load_config(Path({str(world.params)!r}))\n"
+        "with open_store(cfg.feedback) as store:\n"
+        "    loop_run.run_loop(cfg, store, configure(cfg.registry), 'finetune')\n"
+    )
+    before = current_aliases(world.client)
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert current_aliases(world.client) == before, "no alias moved"
+    summary = read_summary(world.cfg.loop.dataset_dir)  # the feedback dataset was written whole
+    faces = read_faces(world.cfg.loop.dataset_dir)
+    assert summary.items == faces["video_id"].nunique() == 40
+    assert all((Path(world.cfg.loop.dataset_dir) / crop).is_file() for crop in faces["crop"])
+    with loop_lock(world.cfg.loop.work_dir):  # the dead run's lock went with it
+        pass
+    with open_store(world.feedback) as store:
+        result = run_loop(world.cfg, store, world.client, "finetune")
+    assert result.challenger is not None and result.promoted, result.checks
+    assert current_aliases(world.client)[CHAMPION] == result.challenger
