@@ -1,8 +1,10 @@
 """Calibration: temperature scaling, a decision threshold and an UNCERTAIN band, fitted on validation.
 
-1. Temperature scaling (Guo et al., 2017): calibrated p = sigmoid(logit / T), with the one scalar T
-   chosen to minimise the validation negative log-likelihood. It cannot change the ranking (AUC,
-   EER stay the same), only how confident the probabilities are.
+1. Temperature scaling (Guo et al., 2017) with a bias (Platt, 1999): calibrated p = sigmoid(logit / T
+   + b), T and b chosen to minimise the validation negative log-likelihood. It cannot change the
+   ranking (AUC, EER stay the same), only how confident the probabilities are, and where 0.5 falls:
+   a detector trained on balanced classes, or judged on frames that pool differently into videos,
+   is off in its centre as much as in its confidence, which a temperature alone cannot mend.
 2. Threshold: the EER point of the calibrated validation probabilities, where the rate of reals
    flagged as fake equals the rate of fakes missed: neither error is favoured by default.
 3. UNCERTAIN band: probabilities within `margin` of the threshold get no verdict. The margin is the
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
 from dfguard.metrics import equal_error_rate, expected_calibration_error
@@ -48,6 +50,21 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         options={"xatol": 1e-5},
     )
     return float(np.exp(result.x))
+
+
+def fit_temperature_and_bias(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(T, b) minimising the NLL of sigmoid(logits / T + b), T within `TEMPERATURE_BOUNDS`, started
+    from the temperature alone (so the fit is never worse than it)."""
+    z = np.asarray(logits, np.float64).ravel()
+    y = np.asarray(labels, np.float64).ravel()
+    start = np.log(fit_temperature(z, y))
+    result = minimize(
+        lambda v: binary_nll(z / np.exp(v[0]) + v[1], y),
+        x0=np.array([start, 0.0]),
+        method="L-BFGS-B",
+        bounds=[tuple(np.log(TEMPERATURE_BOUNDS)), (-20.0, 20.0)],
+    )
+    return float(np.exp(result.x[0])), float(result.x[1])
 
 
 def choose_band(
@@ -94,10 +111,11 @@ class Calibrator:
     nll_after: float
     uncertain_fraction: float
     decided_accuracy: float
+    bias: float = 0.0  # added after the temperature; models calibrated before it existed have none
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated fake probabilities."""
-        return expit(np.asarray(logits, np.float64) / self.temperature)
+        return expit(np.asarray(logits, np.float64) / self.temperature + self.bias)
 
     def verdict(self, probability: float) -> str:
         if abs(probability - self.threshold) < self.margin:
@@ -130,7 +148,7 @@ def fit_calibrator(
     """Fit temperature, threshold and band on validation logits (both classes needed)."""
     z = np.asarray(logits, np.float64).ravel()
     y = np.asarray(labels).astype(np.int64).ravel()
-    temperature = fit_temperature(z, y)
+    temperature, bias = fit_temperature_and_bias(z, y)
     if np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any():
         # The best temperature may lie beyond the range searched: a model whose logits are that far
         # off is usually overfitted, and a retrain is worth more than the rescaling.
@@ -141,7 +159,7 @@ def fit_calibrator(
             TEMPERATURE_BOUNDS,
             "more" if temperature > 1 else "less",
         )
-    before, after = expit(z), expit(z / temperature)
+    before, after = expit(z), expit(z / temperature + bias)
     _, threshold = equal_error_rate(y, after)
     margin, target_met = choose_band(after, y, threshold, target_accuracy, max_uncertain_fraction)
     if margin == 0.0:
@@ -157,6 +175,7 @@ def fit_calibrator(
     correct = (after >= threshold) == (y == 1)
     return Calibrator(
         temperature=temperature,
+        bias=bias,
         threshold=threshold,
         margin=margin,
         target_accuracy=target_accuracy,
@@ -165,7 +184,7 @@ def fit_calibrator(
         ece_before=expected_calibration_error(y, before),
         ece_after=expected_calibration_error(y, after),
         nll_before=binary_nll(z, y),
-        nll_after=binary_nll(z / temperature, y),
+        nll_after=binary_nll(z / temperature + bias, y),
         uncertain_fraction=float(1.0 - decided.mean()),
         decided_accuracy=float(correct[decided].mean()) if decided.any() else float("nan"),
     )
