@@ -46,6 +46,9 @@ class GateMetrics:
     video_auc: float
     video_ece: float
     method_auc: dict[str, float]
+    # The ECE a perfectly calibrated model stays under 95% of the time on as many videos (the
+    # evaluation's `ece_if_calibrated.high`): on a few dozen videos it exceeds any useful fixed bound.
+    ece_noise: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,16 @@ class Promotion:
 
 def gate_metrics(metrics: Mapping[str, Any]) -> GateMetrics:
     """The one place that knows the layout of the evaluation's `metrics.json`:
-    {"video": {"auc", "ece"}, "by_method": {<method>: {"auc"}}}. Missing values become NaN, which the
-    gate fails on, so a changed layout blocks promotions instead of passing them."""
+    {"video": {"auc", "ece"}, "by_method": {<method>: {"auc"}}, "ece_if_calibrated": {"high"}}. Missing
+    values become NaN, which the gate fails on, so a changed layout blocks promotions instead of
+    passing them (a missing noise level only leaves the fixed bound)."""
     video = metrics.get("video", {})
     by_method = metrics.get("by_method", {})
     return GateMetrics(
         video_auc=_number(video.get("auc")),
         video_ece=_number(video.get("ece")),
         method_auc={method: _number(values.get("auc")) for method, values in by_method.items()},
+        ece_noise=_number((metrics.get("ece_if_calibrated") or {}).get("high")),
     )
 
 
@@ -94,7 +99,7 @@ def promotion_gate(
     """
     new = gate_metrics(challenger_metrics)
     if champion_metrics is None:
-        ece_ok, ece_text = _ece_check(new.video_ece, policy.max_ece)
+        ece_ok, ece_text = ece_check(new.video_ece, policy.max_ece, new.ece_noise)
         checks = [
             (not math.isnan(new.video_auc), f"video AUC {new.video_auc:.4f}"),
             (True, ece_text if ece_ok else f"{ece_text}: reported only, the first model has no bar to clear"),
@@ -104,7 +109,7 @@ def promotion_gate(
         old = gate_metrics(champion_metrics)
         checks = [] if datasets is None else [_dataset_check(*datasets)]
         checks += [
-            _ece_check(new.video_ece, policy.max_ece),
+            ece_check(new.video_ece, policy.max_ece, new.ece_noise),
             _auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance),
         ]
         for method, old_auc in sorted(old.method_auc.items()):
@@ -229,10 +234,17 @@ def _dataset_check(challenger: str, champion: str) -> tuple[bool, str]:
     return True, f"both measured on face dataset {challenger[:12]}"
 
 
-def _ece_check(ece: float, max_ece: float) -> tuple[bool, str]:
+def ece_check(ece: float, max_ece: float, noise: float = math.nan) -> tuple[bool, str]:
+    """ECE within `max_ece`, or within what a perfectly calibrated model shows on as many videos
+    (`noise`), whichever is larger: a bound no calibrated model could be sure to meet tests luck."""
     if math.isnan(ece):
         return False, "video ECE is missing"
-    return ece <= max_ece, f"video ECE {ece:.4f} (max {max_ece:.4f})"
+    if math.isnan(noise) or noise <= max_ece:
+        return ece <= max_ece, f"video ECE {ece:.4f} (max {max_ece:.4f})"
+    return ece <= noise, (
+        f"video ECE {ece:.4f} (max {max_ece:.4f}, or {noise:.4f}: what a perfectly calibrated model stays "
+        "under 95% of the time on these videos)"
+    )
 
 
 def _number(value: Any) -> float:

@@ -80,6 +80,18 @@ def test_ece_over_the_bound_fails_against_a_champion() -> None:
     assert _failed(result.reasons) == ["fail: video ECE 0.1200 (max 0.1000)"]
 
 
+def test_the_ece_bound_widens_to_what_chance_gives_a_calibrated_model_on_few_videos() -> None:
+    few = {**evaluation(0.95, ece=0.14), "ece_if_calibrated": {"mean": 0.12, "high": 0.16}}
+    result = promotion_gate(few, evaluation(0.8), POLICY)
+    assert result.passed and any("or 0.1600: what a perfectly calibrated" in r for r in result.reasons)
+    worse = {**evaluation(0.95, ece=0.2), "ece_if_calibrated": {"mean": 0.12, "high": 0.16}}
+    assert not promotion_gate(worse, evaluation(0.8), POLICY).passed
+    many = {**evaluation(0.95, ece=0.12), "ece_if_calibrated": {"mean": 0.02, "high": 0.03}}
+    assert _failed(promotion_gate(many, evaluation(0.8), POLICY).reasons) == [
+        "fail: video ECE 0.1200 (max 0.1000)"
+    ]
+
+
 def test_metrics_in_another_layout_fail_instead_of_passing() -> None:
     flat = {"video_auc": 0.99, "ece": 0.01}
     assert math.isnan(gate_metrics(flat).video_auc)

@@ -39,7 +39,7 @@ from dfguard.loop.dataset import HOLDOUT, ExportSummary, consensus_labels, expor
 from dfguard.loop.finetune import build_loop_datasets, fine_tune_config, recalibrate
 from dfguard.loop.gate import ACTIONS, Action, LoopDecision, LoopInputs, loop_gate
 from dfguard.metrics import expected_calibration_error, roc_auc
-from dfguard.promotion import loadable, promote
+from dfguard.promotion import ece_check, loadable, promote
 from dfguard.registry import (
     CHAMPION,
     MODEL_NAME,
@@ -291,13 +291,10 @@ def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[str, ...]:
             f"needed; {holdout['challenger']['n']} items)",
         )
     )
-    ece = frozen["challenger"]["ece"]
-    checks.append(
-        (
-            not math.isnan(ece) and ece <= cfg.promotion.max_ece,
-            f"frozen suite video ECE {ece:.4f} (at most {cfg.promotion.max_ece})",
-        )
+    ece_ok, ece_text = ece_check(
+        frozen["challenger"]["ece"], cfg.promotion.max_ece, frozen["challenger"].get("ece_noise", math.nan)
     )
+    checks.append((ece_ok, f"frozen suite {ece_text}"))
     return tuple(f"{'pass' if ok else 'fail'}: {text}" for ok, text in checks)
 
 
@@ -337,6 +334,7 @@ def _frozen_scores(base: EvaluateConfig, model_dir: Path, out_dir: Path) -> dict
     return {
         "auc": _number(video.get("auc")),
         "ece": _number(video.get("ece")),
+        "ece_noise": _number((metrics.get("ece_if_calibrated") or {}).get("high")),
         "by_method": {k: _number(v.get("auc")) for k, v in metrics.get("by_method", {}).items()},
     }
 
