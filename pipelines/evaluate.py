@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from dfguard.config import PARAMS_FILE, load_config
+from dfguard.models.features import use_store_if_made
 from dfguard.registry import CHAMPION_URI, configure, evaluate_model
 
 
@@ -21,6 +22,7 @@ def evaluate_flow(
 ) -> dict[str, Any]:
     """Evaluate `model_uri` on `faces_dir` (default: the current face dataset) and log the metrics."""
     cfg = load_config(Path(params_path))
+    use_store_if_made(cfg.embed.out_dir)  # frozen-backbone models score cached crops
     result = evaluate_model(configure(cfg.registry), cfg, model_uri, faces_dir, split)
     auc = result["metrics"]["video"]["auc"]
     get_run_logger().info(

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from dfguard.config import PARAMS_FILE, load_config
+from dfguard.models.features import use_store_if_made
 from dfguard.feedback import open_store
 from dfguard.loop.run import LoopBusyError, run_loop
 from dfguard.registry import configure
@@ -22,6 +23,7 @@ def loop_flow(action: str = "", params_path: str = str(PARAMS_FILE)) -> dict[str
     """`action` "" lets the loop gate decide; wait, recalibrate or finetune overrides it."""
     logger = get_run_logger()
     cfg = load_config(Path(params_path))
+    use_store_if_made(cfg.embed.out_dir)  # frozen-backbone models score cached crops
     try:
         with open_store(cfg.feedback) as store:
             result = run_loop(

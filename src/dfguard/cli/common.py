@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dfguard.config import Config, load_config, parse_overrides
-from dfguard.models.features import use_store
+from dfguard.models.features import use_store_if_made
 
 # argparse's type for the object `add_subparsers` returns; every command module adds its parsers to it.
 Commands = argparse._SubParsersAction
@@ -21,8 +21,7 @@ def config_from(args: argparse.Namespace, flags: dict[str, object]) -> Config:
     config = load_config(Path(args.params), overrides)
     # Frozen backbones look features up in `dfguard embed`'s store instead of recomputing them: the
     # same numbers, in a fraction of the time, for every stage and study a command runs.
-    if Path(config.embed.out_dir).is_dir():
-        use_store(config.embed.out_dir)
+    use_store_if_made(config.embed.out_dir)
     return config
 
 

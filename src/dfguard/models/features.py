@@ -146,5 +146,12 @@ def use_store(folder: str | Path | None) -> None:
     _ACTIVE_FOLDER = Path(folder) if folder else None
 
 
+def use_store_if_made(folder: str | Path) -> None:
+    """`use_store(folder)` when `dfguard embed` has made it (its record is there); else leave the
+    active store as it is. What every entry point of a project calls with `embed.out_dir`."""
+    if (Path(folder) / STORE_FILE).is_file():
+        use_store(folder)
+
+
 def active_store_folder() -> Path | None:
     return _ACTIVE_FOLDER
