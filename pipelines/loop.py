@@ -11,9 +11,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from dfguard.config import PARAMS_FILE, load_config
-from dfguard.models.features import use_store_if_made
 from dfguard.feedback import open_store
 from dfguard.loop.run import LoopBusyError, run_loop
+from dfguard.models.features import use_store_if_made
 from dfguard.registry import configure
 from dfguard.versioning import commit_stage
 
