@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from dfguard.models.registry import register_model
 
 FEATURE_DIM = EMBED_DIM + WIDTH  # projected CLS embedding + mean patch token
 HEADS = ("linear", "mlp")
+RECENT_FEATURES = 20_000  # kept in memory per backbone: 100 MB at most
 FEATURE_LAYOUT = "clip_vit_b16 int8: image_embeds (512) + mean patch tokens (768), v1"
 
 
@@ -75,10 +77,13 @@ class ClipInt8Backbone(nn.Module):
         super().__init__()
         self._encoder: ClipOnnxEncoder | None = None
         self._encoder_lock = threading.Lock()
+        # Features computed in this process, newest last: a loop run scores the same feedback crops to
+        # train, to calibrate and on both models; the store only holds what `dfguard embed` made.
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_encoder"], state["_encoder_lock"] = None, None
+        state["_encoder"], state["_encoder_lock"], state["_recent"] = None, None, OrderedDict()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -107,7 +112,8 @@ class ClipInt8Backbone(nn.Module):
         self, pixels: np.ndarray, store: FeatureStore | None = None
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(keys, features, computed): each input's store key, its features (from `store`, by default
-        the active one, where held; computed otherwise) and which ones were computed."""
+        the active one, or from this process's recent ones, where held; computed otherwise) and which
+        ones were computed."""
         store = store if store is not None else _active_store()
         ident = backbone_id()
         keys = [input_key(row, ident) for row in pixels]
@@ -116,10 +122,21 @@ class ClipInt8Backbone(nn.Module):
         if store is not None and keys:
             found, held = store.lookup(keys)
             features[found] = held
-        missing = np.flatnonzero(~found)
+        with self._encoder_lock:
+            for i in np.flatnonzero(~found):
+                recent = self._recent.get(keys[i])
+                if recent is not None:
+                    features[i], found[i] = recent, True
+        computed = ~found
+        missing = np.flatnonzero(computed)
         if missing.size:
             features[missing] = self.encode(pixels[missing])
-        return keys, features, ~found
+            with self._encoder_lock:
+                for i in missing:
+                    self._recent[keys[i]] = features[i].copy()
+                while len(self._recent) > RECENT_FEATURES:
+                    self._recent.popitem(last=False)
+        return keys, features, computed
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.detach().float().cpu().numpy()
