@@ -19,6 +19,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ SIMULATED_NOTE = "SIMULATED: labelled from the ground truth by dfguard loop demo
 DOWNSCALE = 0.35
 SHIFT_CRF = 38
 HOLDOUT_SPLIT = "test"  # the people never trained on
+CONCURRENT_CALLS = 4  # serve.threads: what one service worker judges at once
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,11 @@ def pool_order(items: Sequence[StreamItem], seed: int) -> list[StreamItem]:
 def judge_all(
     client: DetectionClient, items: Sequence[StreamItem], desc: str, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """The service's answer for each item, in order."""
-    return [client.detect(item.path) for item in tqdm(items, desc=desc, unit="clip", disable=not progress)]
+    """The service's answer for each item, in order, `CONCURRENT_CALLS` at a time (the service judges
+    that many at once: one call at a time would leave cores idle)."""
+    with ThreadPoolExecutor(CONCURRENT_CALLS) as pool:
+        answers = pool.map(lambda item: client.detect(item.path), items)
+        return list(tqdm(answers, total=len(items), desc=desc, unit="clip", disable=not progress))
 
 
 def label_as_simulated(
