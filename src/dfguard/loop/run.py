@@ -409,7 +409,7 @@ def _champion_folder(client: MlflowClient, version: str, work: Path) -> Path:
     if not done.is_file():
         shutil.rmtree(folder, ignore_errors=True)
         downloaded = load(client, f"models:/{MODEL_NAME}/{version}", folder / "files")
-        done.write_text(str(downloaded.relative_to(folder)))
+        done.write_text(str(downloaded.resolve().relative_to(folder.resolve())))
     return folder / done.read_text()
 
 
