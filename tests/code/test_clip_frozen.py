@@ -143,3 +143,11 @@ def test_grad_cam_explains_the_frozen_model_through_its_fp32_twin(face_scenes) -
     assert heat.shape == (2, 224, 224) and heat.dtype == np.float32
     assert heat.min() >= 0 and heat.max() == pytest.approx(1.0) and heat.std() > 0.01
     assert not any(p.grad is not None for p in model.parameters()), "nothing accumulates on the model"
+
+
+def test_features_a_process_already_computed_still_reach_a_new_store(embedded, tmp_path) -> None:
+    faces_dir, _, _ = embedded  # this process computed every crop's features already
+    fresh = run_embed(
+        EmbedConfig(faces_dir=str(faces_dir), out_dir=str(tmp_path / "fresh"), sbi_variants=0), False
+    )
+    assert fresh.computed == fresh.crops == len(FeatureStore(tmp_path / "fresh", backbone_id(), FEATURE_DIM))

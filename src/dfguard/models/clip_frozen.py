@@ -38,7 +38,7 @@ from dfguard.models.registry import register_model
 
 FEATURE_DIM = EMBED_DIM + WIDTH  # projected CLS embedding + mean patch token
 HEADS = ("linear", "mlp")
-RECENT_FEATURES = 20_000  # kept in memory per backbone: 100 MB at most
+RECENT_FEATURES = 20_000  # kept in memory per process: 100 MB at most
 FEATURE_LAYOUT = "clip_vit_b16 int8: image_embeds (512) + mean patch tokens (768), v1"
 
 
@@ -54,6 +54,11 @@ def backbone_id() -> str:
 
 
 _STORES: dict[Path, FeatureStore] = {}
+# Features computed in this process, newest last, whichever model computed them (the key names the
+# graph): a loop run scores the same feedback crops to train, to calibrate and with both models,
+# each loaded anew; the store only holds what `dfguard embed` made.
+_RECENT: OrderedDict[str, np.ndarray] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
 _STORES_LOCK = threading.Lock()
 
 
@@ -77,13 +82,10 @@ class ClipInt8Backbone(nn.Module):
         super().__init__()
         self._encoder: ClipOnnxEncoder | None = None
         self._encoder_lock = threading.Lock()
-        # Features computed in this process, newest last: a loop run scores the same feedback crops to
-        # train, to calibrate and on both models; the store only holds what `dfguard embed` made.
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_encoder"], state["_encoder_lock"], state["_recent"] = None, None, OrderedDict()
+        state["_encoder"], state["_encoder_lock"] = None, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -111,32 +113,32 @@ class ClipInt8Backbone(nn.Module):
     def features_of(
         self, pixels: np.ndarray, store: FeatureStore | None = None
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(keys, features, computed): each input's store key, its features (from `store`, by default
+        """(keys, features, unstored): each input's store key, its features (from `store`, by default
         the active one, or from this process's recent ones, where held; computed otherwise) and which
-        ones were computed."""
+        ones `store` does not hold (what `dfguard embed` adds to it)."""
         store = store if store is not None else _active_store()
         ident = backbone_id()
         keys = [input_key(row, ident) for row in pixels]
         features = np.zeros((len(keys), FEATURE_DIM), np.float32)
-        found = np.zeros(len(keys), bool)
+        stored = np.zeros(len(keys), bool)
         if store is not None and keys:
-            found, held = store.lookup(keys)
-            features[found] = held
-        with self._encoder_lock:
-            for i in np.flatnonzero(~found):
-                recent = self._recent.get(keys[i])
+            stored, held = store.lookup(keys)
+            features[stored] = held
+        known = stored.copy()
+        with _RECENT_LOCK:
+            for i in np.flatnonzero(~known):
+                recent = _RECENT.get(keys[i])
                 if recent is not None:
-                    features[i], found[i] = recent, True
-        computed = ~found
-        missing = np.flatnonzero(computed)
+                    features[i], known[i] = recent, True
+        missing = np.flatnonzero(~known)
         if missing.size:
             features[missing] = self.encode(pixels[missing])
-            with self._encoder_lock:
+            with _RECENT_LOCK:
                 for i in missing:
-                    self._recent[keys[i]] = features[i].copy()
-                while len(self._recent) > RECENT_FEATURES:
-                    self._recent.popitem(last=False)
-        return keys, features, computed
+                    _RECENT[keys[i]] = features[i].copy()
+                while len(_RECENT) > RECENT_FEATURES:
+                    _RECENT.popitem(last=False)
+        return keys, features, ~stored
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.detach().float().cpu().numpy()

@@ -65,12 +65,12 @@ class _Writer:
         self.store, self.keys, self.rows = store, [], []
         self.computed = 0
 
-    def keep(self, keys: Sequence[str], features: np.ndarray, computed: np.ndarray) -> None:
-        self.computed += int(computed.sum())
+    def keep(self, keys: Sequence[str], features: np.ndarray, unstored: np.ndarray) -> None:
+        self.computed += int(unstored.sum())
         if self.store is None:
             return
-        self.keys += [key for key, new in zip(keys, computed, strict=True) if new]
-        self.rows.append(features[computed])
+        self.keys += [key for key, new in zip(keys, unstored, strict=True) if new]
+        self.rows.append(features[unstored])
         if len(self.keys) >= FLUSH_ROWS:
             self.flush()
 
@@ -97,10 +97,10 @@ def embed_crop_files(
     starts = range(0, len(paths), batch_size)
     for start in tqdm(starts, desc=progress, unit="batch", disable=not progress):
         crops = [read_crop(path) for path in paths[start : start + batch_size]]
-        batch_keys, batch_features, computed = backbone.features_of(to_batch(crops, preset).numpy(), store)
+        batch_keys, batch_features, unstored = backbone.features_of(to_batch(crops, preset).numpy(), store)
         keys += batch_keys
         features[start : start + len(crops)] = batch_features
-        writer.keep(batch_keys, batch_features, computed)
+        writer.keep(batch_keys, batch_features, unstored)
     writer.flush()
     return keys, features
 
@@ -148,9 +148,9 @@ def embed_self_blends(
     for start in tqdm(range(0, len(missing), batch_size), desc=progress, unit="batch", disable=not progress):
         rows = missing[start : start + batch_size]
         blends = [sbi_variant(read_crop(paths[wanted[row][0]]), wanted[row][1], margin) for row in rows]
-        keys, batch_features, computed = backbone.features_of(to_batch(blends, preset).numpy(), store)
+        keys, batch_features, unstored = backbone.features_of(to_batch(blends, preset).numpy(), store)
         features[rows] = batch_features
-        writer.keep(keys, batch_features, computed)
+        writer.keep(keys, batch_features, unstored)
         new_index += [
             (crop_keys[wanted[row][0]], wanted[row][1], key) for row, key in zip(rows, keys, strict=True)
         ]
