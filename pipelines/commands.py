@@ -154,6 +154,7 @@ def _loop_demo(args: argparse.Namespace) -> int:
         args.labels,
         args.server or "",
         args.api_key,
+        action=args.decide,
     )
     print(f"\ndecision: {figures['decision']['action']} ({'; '.join(figures['decision']['reasons'])})")
     for line in figures["checks"]:

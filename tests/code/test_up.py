@@ -90,24 +90,19 @@ def test_up_starts_the_platform_refuses_a_second_up_and_stops_on_ctrl_c(tmp_path
             line = up.stdout.readline()
             assert line or up.poll() is None, f"dfguard up exited: {''.join(printed)[-3000:]}"
             printed.append(line.strip())
-        urls = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in printed if ": http" in line}
-        assert set(urls) == {
-            "MLflow",
-            "Prefect",
-            "Prefect deployments",
-            "dfguard service",
-            "dfguard dashboard",
-        }
+        names = ("MLflow", "Prefect", "Prefect deployments", "dfguard service", "dfguard dashboard")
+        urls = {name for line in printed for name in names if line.startswith(f"{name}: http://127.0.0.1:")}
+        assert urls == set(names)
         assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['service']}/livez").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['dashboard']}/_stcore/health").status_code == 200
         api = f"http://127.0.0.1:{ports['prefect']}/api"
-        names: set[str] = set()
-        while "on-demand" not in names and time.monotonic() < deadline:  # the deployments register
+        deployed: set[str] = set()
+        while "on-demand" not in deployed and time.monotonic() < deadline:  # the deployments register
             deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
-            names = {d["name"] for d in deployments if d.get("flow_id")}
+            deployed = {d["name"] for d in deployments if d.get("flow_id")}
             time.sleep(1)
-        assert {"nightly", "after-labels", "on-demand"} <= names
+        assert {"nightly", "after-labels", "on-demand"} <= deployed
         second = subprocess.run(
             [sys.executable, "-m", "dfguard.cli", *args, "up", *flags],
             env=env,

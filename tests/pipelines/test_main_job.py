@@ -129,6 +129,8 @@ def test_changed_ingest_param_reruns_only_ingest(project: Path) -> None:
 def test_loop_demo_labels_as_simulated_fine_tunes_and_reports_before_and_after(project: Path) -> None:
     import sqlite3
 
+    if not (project / "data/manifest/manifest.parquet").is_file():  # run alone: the first run comes first
+        _run([DFGUARD, "run"], project)
     output = _run(
         [DFGUARD, "loop", "demo", "--labels", "8", "--decide", "finetune", "--out", "build/demo"], project
     )
