@@ -83,10 +83,10 @@ class AlreadyRunningError(RuntimeError):
 
 
 @contextmanager
-def single_instance(lock_path: Path, what: str) -> Iterator[None]:
+def single_instance(lock_path: Path, what: str, since: str = "") -> Iterator[None]:
     """Hold an exclusive lock on `lock_path` for the block; AlreadyRunningError, naming the holder's
-    process id, when another process holds it. The kernel drops the lock when its holder dies, so a
-    killed run leaves nothing stale behind."""
+    process id (and `since`, when it gave one), when another process holds it. The kernel drops the
+    lock when its holder dies, so a killed run leaves nothing stale behind."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a+") as handle:
         try:
@@ -99,7 +99,7 @@ def single_instance(lock_path: Path, what: str) -> Iterator[None]:
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(f"{os.getpid()} since {since}" if since else str(os.getpid()))
         handle.flush()
         try:
             yield

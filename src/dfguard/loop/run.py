@@ -14,15 +14,13 @@ all-or-nothing) and its work folder is rebuilt by the next run.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +50,7 @@ from dfguard.registry import (
 from dfguard.registry.runs import flatten, log_metrics
 from dfguard.registry.store import experiment_id
 from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
+from dfguard.servers import AlreadyRunningError, single_instance
 from dfguard.training.run import train_detector
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ MIN_ECE_ITEMS = 10  # fewer labelled items give an ECE that says nothing
 MIN_DRIFT_ROWS = 30  # a window of fewer predictions is not compared with the reference
 
 
-class LoopBusyError(RuntimeError):
+class LoopBusyError(AlreadyRunningError):
     """Another loop run holds the lock."""
 
 
@@ -94,27 +93,15 @@ class LoopResult:
 
 @contextmanager
 def loop_lock(work_dir: str | Path) -> Iterator[None]:
-    """Hold the loop's lock, or raise LoopBusyError. The kernel drops it when its process dies, so a killed
-    run never blocks the next one."""
-    path = Path(work_dir) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
+    """Hold the loop's lock (`servers.single_instance`), or raise LoopBusyError naming the holder and
+    when it started."""
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    with ExitStack() as held:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LoopBusyError(f"a loop run is already running ({holder}): try again when it ends") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            held.enter_context(single_instance(Path(work_dir) / LOCK_NAME, "a loop run", since=started))
+        except AlreadyRunningError as busy:
+            raise LoopBusyError(f"{busy}: try again when it ends") from None
+        yield
 
 
 def run_loop(

@@ -155,8 +155,12 @@ def train_detector(
 
     run.model.load_state_dict(state["best_model"])
     seconds = time.perf_counter() - started
-    best = state["best"]
     _save_trained(run.model, cfg, contract, state, seconds, device)
+    return _result(cfg, state, seconds)
+
+
+def _result(cfg: TrainConfig, state: dict[str, Any], seconds: float) -> TrainResult:
+    best = state["best"]
     return TrainResult(
         Path(cfg.out_dir),
         best["epoch"],
@@ -193,15 +197,7 @@ def _train_on_features(
     )
     seconds = time.perf_counter() - started
     _save_trained(model, cfg, contract, state, seconds, device)
-    best = state["best"]
-    return TrainResult(
-        Path(cfg.out_dir),
-        best["epoch"],
-        best["val_video_auc"],
-        best["val_frame_auc"],
-        state["epoch"],
-        seconds,
-    )
+    return _result(cfg, state, seconds)
 
 
 def _start_optimisation(
