@@ -35,6 +35,7 @@ PASSWORD = "correct horse battery"
 SECRET = "dfg_dashboard-test-key"
 ITEM_ID = re.compile(r"^[0-9a-f]{32}$")
 VERDICT = re.compile(r"^(FAKE|REAL|UNCERTAIN) · p\(fake\)")
+CHECKED = re.compile(r"^prediction ([0-9a-f]{32}) · model")
 WAIT_MS = 60_000
 
 
@@ -178,12 +179,13 @@ def test_a_reviewer_labels_with_the_keyboard_and_checks_a_photo(browser, platfor
 
     page.get_by_role("link", name="Check a file").click()
     page.locator('input[type="file"]').set_input_files(str(platform.photo))
+    # Streamlit sends the badge and the caption naming the prediction as separate deltas: wait for the
+    # caption, the later of the two, before reading either.
+    caption = page.get_by_text(CHECKED)
+    caption.wait_for(timeout=WAIT_MS)
+    prediction_id = CHECKED.match(caption.inner_text().strip()).group(1)
     verdict = page.get_by_text(VERDICT)
-    verdict.wait_for(timeout=WAIT_MS)
     page.screenshot(path=str(OUTPUT / "check.png"), full_page=True)
-    prediction_id = next(
-        text.strip() for text in page.locator("code").all_inner_texts() if ITEM_ID.match(text.strip())
-    )
     with open_store(platform.feedback) as store:  # the service writes in the background
         deadline = time.monotonic() + 20
         while store.get(prediction_id) is None and time.monotonic() < deadline:
