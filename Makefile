@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chromium run test test-slow lint bench-extract bench-detect bench-serve bench-loop bench serve up bento crossval learning-curve
+.PHONY: install chromium run test test-slow lint security bench-extract bench-detect bench-serve bench-loop bench serve up bento crossval learning-curve
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests pipelines service dashboard
 	$(BIN)/ruff format --check src tests pipelines service dashboard
+
+# Static security analysis of the shipped code (docs/security.md): every skip is an inline
+# `# nosec BXXX  # why`; tests/code/test_security_review.py runs the same check in `make test`.
+security: $(STAMP)
+	$(BIN)/bandit -q -r src service dashboard pipelines -c pyproject.toml
 
 # The dashboard's browser tests drive Debian's Chromium (Playwright's own download cannot run here).
 # Installed with apt-get as root or through sudo; where neither works the browser tests say so and skip.

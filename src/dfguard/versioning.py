@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
+import subprocess  # nosec B404  # runs dvc and git with argv lists, never a shell
 import sys
 from pathlib import Path
 
@@ -30,7 +30,10 @@ def dvc(*args: str, cwd: Path = Path(), capture: bool = False) -> str:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     cmd = [sys.executable, "-m", "dvc", *args]
     log.info("$ dvc %s", " ".join(args))
-    result = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=capture, check=False)
+    # This interpreter's dvc module; `args` come from this package's callers, not from requests.
+    result = subprocess.run(  # nosec B603  # argv list, no shell
+        cmd, cwd=cwd, env=env, text=True, capture_output=capture, check=False
+    )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout or "").strip() if capture else "see the output above"
         raise DvcError(f"`dvc {' '.join(args)}` failed ({result.returncode}): {detail}")
@@ -69,7 +72,8 @@ def committed_output_hash(path: str, root: Path = Path()) -> str | None:
     """The md5 the committed dvc.lock (git's HEAD) records for a stage output; None outside a git
     checkout or when it records none. Beside `output_hash`, it tells whether this checkout's run
     reproduced the committed output or made another."""
-    shown = subprocess.run(
+    # git from PATH, as the engineer's shell finds it.
+    shown = subprocess.run(  # nosec B603 B607  # fixed argv, no shell
         ["git", "show", f"HEAD:{LOCK_FILE}"], cwd=root, text=True, capture_output=True, check=False
     )
     return _lock_output(shown.stdout, path) if shown.returncode == 0 else None

@@ -102,7 +102,7 @@ def assign_splits(rows: pd.DataFrame, ratios: Sequence[float], seed: int) -> pd.
     for component, split in assignment.items():
         filled[split] += sizes[component]
     free = sorted(set(sizes) - set(assignment))
-    random.Random(seed).shuffle(free)
+    random.Random(seed).shuffle(free)  # nosec B311  # a reproducible split order, not a secret
     active = [split for split in SPLITS if weights[split] > 0]
 
     def place(component: str, split: str) -> None:
