@@ -173,21 +173,25 @@ def plot_throughput(rows: list[dict], path: str | Path, levels: tuple[int, ...])
 
 
 def plot_loop_bench(rows: list[dict], replay_share: float, path: str | Path) -> Path:
-    """`dfguard bench loop`: the shifted holdout's AUC and accuracy after the loop against the labels
-    given (before it as dashed lines), and the frozen suite's AUC change of every row."""
+    """`dfguard bench loop`: the shifted holdout's AUC against the labels given, as the challenger
+    judged it (what the fine-tune learned) and as the served model did (what clients got), the
+    champion's before as a dashed line; and the frozen suite's AUC change of every row."""
     fig, (gain, forget) = plt.subplots(1, 2, figsize=(10, 3.6))
     curve = [row for row in rows if row["replay_share"] == replay_share]
     labels = [row["labels"] for row in curve]
-    for key, colour in (("auc", "tab:blue"), ("accuracy", "tab:orange")):
-        gain.plot(
-            labels,
-            [row["holdout_after"][key] for row in curve],
-            marker="o",
-            color=colour,
-            label=f"{key} after",
-        )
-        gain.axhline(curve[0]["holdout_before"][key], color=colour, ls="--", lw=0.8, label=f"{key} before")
-    gain.set(xlabel="simulated labels", ylabel="shifted holdout", xscale="log", title="Labels vs gain")
+    gain.plot(
+        labels,
+        [row.get("holdout_challenger", {}).get("auc", float("nan")) for row in curve],
+        marker="o",
+        color="tab:blue",
+        label="challenger",
+    )
+    served = [row["holdout_after"]["auc"] for row in curve]
+    gain.plot(labels, served, marker="s", ls=":", color="tab:green", label="served after the gate")
+    before = curve[0]["holdout_before"]["auc"]
+    gain.axhline(before, color="tab:gray", ls="--", lw=0.8, label="champion before")
+    gain.set(xlabel="simulated labels", ylabel="shifted holdout video AUC", xscale="log")
+    gain.set_title("Labels vs gain")
     gain.set_xticks(labels, [str(n) for n in labels])
     gain.legend(fontsize=7)
     names = [f"{row['labels']}, replay {row['replay_share']:g}" for row in rows]

@@ -89,6 +89,15 @@ def _bench_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_summary(args: argparse.Namespace) -> int:
+    from dfguard.bench.summary import write_summary
+
+    path = write_summary(Path(args.out))
+    print(path.read_text(), end="")
+    print(f"-> {path}")
+    return 0
+
+
 def add_commands(commands: Commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     bench_extract = bench.add_parser(
@@ -124,3 +133,8 @@ def add_commands(commands: Commands) -> None:
     bench_loop.add_argument("--out", default="bench/loop", help="where results go (default: %(default)s)")
     bench_loop.add_argument("--labels", type=int, nargs="+", help="label counts (default: 25 50 100 200)")
     bench_loop.set_defaults(func=_bench_loop)
+    bench_summary = bench.add_parser(
+        "summary", help="one table of every benchmark's figures (bench/summary.md) and the machine"
+    )
+    bench_summary.add_argument("--out", default="bench", help="the benchmarks' folder (default: %(default)s)")
+    bench_summary.set_defaults(func=_bench_summary)

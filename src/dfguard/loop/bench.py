@@ -1,13 +1,18 @@
-"""`dfguard bench loop`: what the loop buys and what it costs, each figure from `dfguard loop demo`'s
-real path (the shifted stream through a real service, simulated labels, a loop run, the service
-switching). One demo per row, each from the same champion (the aliases are put back after each) with
-a store of its own, so a row's labels are exactly its own:
+"""`dfguard bench loop`: what the loop buys and what it costs, on `dfguard loop demo`'s shifted stream
+and its real path: a running service judges the stream, a simulated reviewer labels it in the store,
+the loop fine-tunes, gates and promotes, the service switches.
 
-- labels needed vs gain: 25, 50, 100, 200 simulated labels, the shifted holdout people judged before
-  and after;
-- forgetting: the frozen test suite's video AUC, champion against challenger, in the same run;
-- wall time from the last label to the promoted champion serving;
-- replay against none: the 100-label run again with `loop.replay_share` 0.
+Labels accumulate as a reviewer's would: the pool is judged and labelled up to 25, then the loop runs
+(a fine-tune: the figure is what labels buy), the champion is put back, labelling goes on to 50, the
+loop runs again from the same champion on all 50, and so on to 200. Every row therefore starts from
+one champion, and its feedback-train / holdout items are the earlier rows' plus new ones (the split is
+frozen per item). At 100 labels the loop runs twice: with replay and with `loop.replay_share` 0.
+
+Each row reports the shifted holdout (the test split's people: never trained on, never labelled) as
+two services judge it: the one serving the champion alias (what clients get; it changes only when the
+challenger is promoted) and a second one serving the challenger alias (what the fine-tune learned,
+promoted or not). Also: the frozen suite's video AUC for champion and challenger (forgetting), the
+gate's checks, and the seconds from the last label to the promoted champion serving.
 """
 
 from __future__ import annotations
@@ -15,17 +20,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from dfguard.config import Config
-from dfguard.loop.demo import run_demo
+from dfguard.feedback import PredictionStore, open_store
+from dfguard.loop.demo import (
+    StreamItem,
+    demo_service,
+    judge_all,
+    label_as_simulated,
+    pool_order,
+    shifted_stream,
+    verdict_figures,
+    wait_for_version,
+)
+from dfguard.loop.run import run_loop
 from dfguard.plots import plot_loop_bench
-from dfguard.registry import configure, current_aliases
+from dfguard.registry import CHALLENGER, CHAMPION, configure, current_aliases
 from dfguard.registry.aliases import restore_aliases
+from dfguard.serving.client import DetectionClient
 
 LABEL_COUNTS = (25, 50, 100, 200)
 REPLAY_CHECK_LABELS = 100
+CHALLENGER_URI = "models:/dfguard-detector@challenger"
 
 
 def bench_loop(
@@ -36,67 +55,124 @@ def bench_loop(
     counts: tuple[int, ...] = LABEL_COUNTS,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """One `run_demo` per row (see the module docstring); writes loop.json and loop.png to `out_dir`."""
-    client = configure(cfg.registry)
-    aliases = current_aliases(client)
-    runs = [(n, cfg.loop.replay_share) for n in counts]
-    runs.append((REPLAY_CHECK_LABELS if REPLAY_CHECK_LABELS in counts else counts[-1], 0.0))
-    rows = []
-    for labels, replay in runs:
-        run_dir = out_dir / f"labels{labels}-replay{replay:g}"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        # A store, feedback dataset and drift folder of its own: the row's labels are its own.
-        settings = {
-            "feedback.root": str(run_dir / "feedback"),
-            "feedback.db_url": "",
-            "loop.dataset_dir": str(run_dir / "feedback-faces"),
-            "loop.drift_dir": str(run_dir / "drift"),
-            "loop.replay_share": replay,
-        }
-        run_cfg = dataclasses.replace(
-            cfg,
-            feedback=dataclasses.replace(cfg.feedback, root=settings["feedback.root"], db_url=""),
-            loop=dataclasses.replace(
-                cfg.loop,
-                dataset_dir=settings["loop.dataset_dir"],
-                drift_dir=settings["loop.drift_dir"],
-                replay_share=replay,
-            ),
-        )
+    """The rows of the module docstring; writes loop.json and loop.png to `out_dir`."""
+    counts = tuple(sorted(set(counts)))
+    replay_at = REPLAY_CHECK_LABELS if REPLAY_CHECK_LABELS in counts else counts[-1]
+    run_dir = out_dir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # A store, feedback dataset and drift folder of the bench's own, so its labels are exactly its own.
+    settings = {
+        "feedback.root": str(run_dir / "feedback"),
+        "feedback.db_url": "",
+        "loop.dataset_dir": str(run_dir / "feedback-faces"),
+        "loop.drift_dir": str(run_dir / "drift"),
+    }
+    cfg = dataclasses.replace(
+        cfg,
+        feedback=dataclasses.replace(cfg.feedback, root=settings["feedback.root"], db_url=""),
+        loop=dataclasses.replace(
+            cfg.loop, dataset_dir=settings["loop.dataset_dir"], drift_dir=settings["loop.drift_dir"]
+        ),
+    )
+    items = shifted_stream(cfg.extract.manifest_path, cfg.extract.dataset_dir, out_dir / "stream", progress)
+    holdout = [item for item in items if item.holdout]
+    pool = pool_order(items, cfg.train.seed)
+    if len(pool) < counts[-1]:
+        raise ValueError(f"the stream's pool holds {len(pool)} balanced clips, fewer than {counts[-1]}")
+    registry = configure(cfg.registry)
+    aliases = current_aliases(registry)
+    champion = aliases[CHAMPION]
+    overrides = {**overrides, **settings}
+    rows: list[dict[str, Any]] = []
+    with (
+        demo_service(cfg, params_path, overrides, run_dir / "champion-service") as url,
+        open_store(cfg.feedback) as store,
+    ):
+        served = DetectionClient(url)
         try:
-            figures = run_demo(
-                run_cfg,
-                params_path,
-                {**overrides, **settings},
-                run_dir,
-                labels,
-                progress=progress,
-                stream_dir=out_dir / "stream",
-            )
+            before = verdict_figures(holdout, judge_all(served, holdout, "holdout, champion", progress))
+            labelled = 0
+            for n in counts:
+                batch = pool[labelled:n]
+                label_as_simulated(store, batch, judge_all(served, batch, f"pool to {n}", progress))
+                labelled = n
+                shares = (cfg.loop.replay_share, 0.0) if n == replay_at else (cfg.loop.replay_share,)
+                for replay in shares:
+                    policy = dataclasses.replace(cfg.loop, replay_share=replay)
+                    row_cfg = dataclasses.replace(cfg, loop=policy)
+                    try:
+                        row = _row(row_cfg, params_path, overrides, store, served, holdout, run_dir, progress)
+                    finally:
+                        restore_aliases(registry, aliases)  # the next row starts from the same champion
+                    wait_for_version(served, champion, 10 * cfg.serve.reload_interval_s + 120)
+                    rows.append({"labels": n, "replay_share": replay, "holdout_before": before, **row})
+                    _write(out_dir, rows, cfg.loop.replay_share, counts)
         finally:
-            restore_aliases(client, aliases)  # the next row starts from the same champion
-        rows.append(_row(labels, replay, figures))
-    result = {"rows": rows, "counts": list(counts), "replay_share": cfg.loop.replay_share}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "loop.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_loop_bench(rows, cfg.loop.replay_share, out_dir / "loop.png")
-    return result
+            served.close()
+    return _write(out_dir, rows, cfg.loop.replay_share, counts)
 
 
-def _row(labels: int, replay: float, figures: dict[str, Any]) -> dict[str, Any]:
-    frozen = figures["frozen_suite"]
+def _row(
+    cfg: Config,
+    params_path: Path,
+    overrides: dict[str, Any],
+    store: PredictionStore,
+    served: DetectionClient,
+    holdout: list[StreamItem],
+    run_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """One loop run (a fine-tune) on the store's labels so far, and the holdout as both aliases'
+    services judge it afterwards."""
+    last_label = time.monotonic()
+    result = run_loop(cfg, store, configure(cfg.registry), "finetune", progress=progress)
+    serving_s = None
+    if result.promoted and result.challenger:
+        wait_for_version(served, result.challenger, 10 * cfg.serve.reload_interval_s + 120)
+        serving_s = round(time.monotonic() - last_label, 1)
+    after = verdict_figures(holdout, judge_all(served, holdout, "holdout, served", progress))
+    challenger_figures: dict[str, Any] = {}
+    if result.challenger and CHALLENGER in current_aliases(configure(cfg.registry)):
+        # The challenger's own service, started for it and stopped once it has judged the holdout.
+        # Its predictions go to a store of their own: the bench's store holds only the stream's traffic.
+        challenger_settings = {
+            **overrides,
+            "serve.model_uri": CHALLENGER_URI,
+            "feedback.root": str(run_dir / "challenger-service" / "feedback"),
+        }
+        with demo_service(cfg, params_path, challenger_settings, run_dir / "challenger-service") as url:
+            judge = DetectionClient(url)
+            try:
+                wait_for_version(judge, result.challenger, 180)
+                challenger_figures = verdict_figures(
+                    holdout, judge_all(judge, holdout, "holdout, challenger", progress)
+                )
+            finally:
+                judge.close()
+    frozen = result.scores.get("frozen", {})
     old = frozen.get("champion", {}).get("auc", float("nan"))
     new = frozen.get("challenger", {}).get("auc", float("nan"))
     return {
-        "labels": labels,
-        "replay_share": replay,
-        "decision": figures["decision"]["action"],
-        "promoted": figures["promoted"],
-        "holdout_before": figures["holdout"]["before"],
-        "holdout_after": figures["holdout"]["after"],
+        "decision": result.decision.action,
+        "challenger": result.challenger,
+        "promoted": result.promoted,
+        "holdout_after": after,
+        "holdout_challenger": challenger_figures,
+        "feedback_holdout": result.scores.get("holdout", {}),
         "frozen_champion_auc": old,
         "frozen_challenger_auc": new,
         "forgetting": round(old - new, 4),
-        "checks": figures["checks"],
-        "seconds": figures["seconds"],
+        "checks": list(result.checks),
+        "labels_used": result.dataset.items if result.dataset else None,
+        "seconds": {**result.seconds, "last_label_to_serving": serving_s},
     }
+
+
+def _write(out_dir: Path, rows: list[dict[str, Any]], replay_share: float, counts: tuple[int, ...]) -> dict:
+    """loop.json and loop.png so far (written after every row: a long run shows its progress)."""
+    result = {"rows": rows, "counts": list(counts), "replay_share": replay_share}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "loop.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if rows:
+        plot_loop_bench(rows, replay_share, out_dir / "loop.png")
+    return result

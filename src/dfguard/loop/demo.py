@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
+import subprocess  # nosec B404  # starts this virtualenv's own service, never a shell
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -197,7 +197,7 @@ def run_demo(
         raise ValueError(
             f"the stream's pool holds {len(pool)} balanced clips, fewer than the {labels} asked for"
         )
-    with _service(cfg, params_path, overrides, server_url, out_dir) as url:
+    with demo_service(cfg, params_path, overrides, out_dir, server_url) as url:
         client = DetectionClient(url, api_key)
         try:
             before = judge_all(client, holdout, "holdout, before", progress)
@@ -236,11 +236,11 @@ def run_demo(
 
 
 @contextmanager
-def _service(
-    cfg: Config, params_path: Path, overrides: dict[str, Any], server_url: str, out_dir: Path
+def demo_service(
+    cfg: Config, params_path: Path, overrides: dict[str, Any], out_dir: Path, server_url: str = ""
 ) -> Iterator[str]:
-    """The URL of the service to use: `server_url`, or one started here on a free port that reloads
-    every few seconds (stopped on the way out)."""
+    """The URL of the service to use: `server_url`, or one started here on a free port with
+    `overrides` that reloads every few seconds (stopped on the way out; its log in `out_dir`)."""
     if server_url:
         yield server_url
         return
@@ -250,7 +250,8 @@ def _service(
     log_path = out_dir / "service.log"
     out_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log_file:
-        process = subprocess.Popen(
+        # `service_server` builds the argv from this virtualenv's `dfguard` and the configuration.
+        process = subprocess.Popen(  # nosec B603  # our own argv, no shell
             server.command,
             env={**os.environ, **server.env},
             stdout=log_file,
