@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -265,6 +266,9 @@ class ServeConfig:
     threads: int = 4
     model_uri: str = "models:/dfguard-detector@champion"  # or a local model folder
     reload_interval_s: float = 60.0  # how often the registry is asked whether the champion moved; 0: never
+    # A copy of the last champion loaded from the registry, served by a service that starts while the
+    # registry cannot be reached; "" keeps no copy (such a start then waits for the registry).
+    cache_dir: str = "data/service/model-cache"
     max_image_mb: float = 20.0  # uploads above these are refused (413) while streaming, before decoding
     max_video_mb: float = 250.0
     max_batch_files: int = 16  # files per `/detect/batch` call
@@ -476,9 +480,29 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
+# user:password@ in a URL (a team's PostgreSQL store or MLflow server): what must never be written out.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@")
+
+
+def shareable(section: Any) -> dict[str, Any]:
+    """A config (or section) as a dict with any URL's password masked: what is written beside outputs
+    and logged to MLflow, which more people read than may open the databases."""
+
+    def masked(value: Any) -> Any:
+        if isinstance(value, str):
+            return _URL_PASSWORD.sub(r"\g<head>***@", value)
+        if isinstance(value, dict):
+            return {key: masked(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [masked(item) for item in value]
+        return value
+
+    return masked(dataclasses.asdict(section))
+
+
 def save_resolved(section: Any, out_dir: Path) -> Path:
     """Write the resolved config section beside an output and return the file's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESOLVED_CONFIG_NAME
-    path.write_text(json.dumps(dataclasses.asdict(section), indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(shareable(section), indent=2, sort_keys=True) + "\n")
     return path

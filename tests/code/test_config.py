@@ -15,6 +15,7 @@ from dfguard.config import (
     load_config,
     parse_overrides,
     save_resolved,
+    shareable,
 )
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / PARAMS_FILE
@@ -115,3 +116,18 @@ def test_resolved_config_is_saved_beside_outputs(tmp_path: Path) -> None:
     saved = json.loads(path.read_text())
     assert saved["seed"] == 11
     assert saved["fps_choices"] == list(CorpusConfig().fps_choices)
+
+
+def test_passwords_in_urls_never_reach_the_saved_or_logged_config(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        {
+            "feedback.db_url": "postgresql+psycopg://reviewer:s3cr%2Ft@db.example:5432/dfguard",
+            "registry.tracking_uri": "http://mlflow.internal:5000",
+        },
+    )
+    shared = shareable(cfg)
+    assert shared["feedback"]["db_url"] == "postgresql+psycopg://reviewer:***@db.example:5432/dfguard"
+    assert shared["registry"]["tracking_uri"] == "http://mlflow.internal:5000"  # no password: unchanged
+    saved = save_resolved(cfg.feedback, tmp_path).read_text()
+    assert "s3cr" not in saved and "reviewer:***@db.example" in saved

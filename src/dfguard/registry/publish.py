@@ -15,7 +15,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from dfguard.config import Config
+from dfguard.config import Config, shareable
 from dfguard.metrics import METRICS_NAME
 from dfguard.registry.aliases import CHAMPION, current_aliases
 from dfguard.registry.lineage import TAG_PREFIX, UNKNOWN, collect_lineage
@@ -59,7 +59,7 @@ def register_challenger(
         client,
         model_dir,
         params={"train": dataclasses.asdict(cfg.train), "extract": dataclasses.asdict(cfg.extract)},
-        resolved_config=dataclasses.asdict(cfg),
+        resolved_config=shareable(cfg),
         metrics={**metrics, "training": {k: v for k, v in training.items() if k != "config"}},
         lineage=lineage,
         artifacts={"evaluation": cfg.evaluate.out_dir, "calibration": cfg.calibrate.report_dir},
