@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chromium run test test-slow lint security bench-extract bench-detect bench-serve bench-loop bench serve up bento crossval learning-curve
+.PHONY: install chromium postgres run test test-slow lint security bench-extract bench-detect bench-serve bench-loop bench serve up bento crossval learning-curve
 
 install: $(STAMP)
 
@@ -48,8 +48,17 @@ chromium:
 	  else echo "chromium missing and no way to install it: the browser tests will skip"; fi; } || \
 	  echo "chromium could not be installed: the browser tests will skip"
 
+# The PostgreSQL tests (tests/code/test_postgres.py) start a throwaway server with Debian's binaries.
+# Installed with apt-get as root or through sudo; where neither works those tests say so and skip.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "postgresql missing and no way to install it: the PostgreSQL tests will skip"; fi; } || \
+	  echo "postgresql could not be installed: the PostgreSQL tests will skip"
+
 # The network tests (photos fetched from npm/PyPI) run too; offline: make test MARKERS="not slow and not network".
-test: lint chromium
+test: lint chromium postgres
 	$(BIN)/python -m pytest -m "$(or $(MARKERS),not slow)"
 
 test-slow: $(STAMP)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+POSTGRESQL_DRIVER = "postgresql+psycopg"  # what a plain postgresql:// URL connects with
 BUSY_TIMEOUT_MS = 30_000  # a worker waits this long for another's write lock
 _WRITE = "dfguard_write"  # execution option: this connection's transactions write
 # PostgreSQL advisory lock keys: (the store's namespace, the lock).
@@ -45,6 +46,10 @@ def make_engine(url: str) -> Engine:
     # NaN is not JSON: refused on the way in, as PostgreSQL would, instead of written by SQLite only.
     serializer = partial(json.dumps, allow_nan=False)
     if backend == "postgresql":
+        if parsed.drivername == backend:
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; dfguard installs psycopg (3), so the
+            # plain `postgresql://` URL the docs show must name it (an explicit `+driver` is kept).
+            parsed = parsed.set(drivername=POSTGRESQL_DRIVER)
         return sa.create_engine(parsed, json_serializer=serializer, pool_pre_ping=True)
     database = parsed.database or ""
     if database in ("", ":memory:") or parsed.query.get("mode") == "memory":

@@ -27,9 +27,16 @@ def embedded_uri(root: str | Path) -> str:
 
 def configure(cfg: RegistryConfig) -> MlflowClient:
     """A client for the configured store, with the experiment created (the embedded store's folder too)."""
-    if cfg.tracking_uri:
+    if cfg.tracking_uri.startswith(("http://", "https://")):
         client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
         artifact_location = None  # the server decides where artifacts go (its --artifacts-destination)
+    elif cfg.tracking_uri:
+        # A database URL used directly (PostgreSQL): MLflow would put artifacts in ./mlruns of whichever
+        # folder the first process ran from; they go under `registry.root`, as for the embedded store
+        # (a folder every host must share, or use an `mlflow server` with --artifacts-destination).
+        client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+        (Path(cfg.root) / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
+        artifact_location = (Path(cfg.root) / ARTIFACTS_DIR).resolve().as_uri()
     else:
         root = Path(cfg.root)
         (root / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
