@@ -13,13 +13,18 @@ from dfguard.cli.common import Commands, calibration_text, config_from, interval
 
 
 def _train(args: argparse.Namespace) -> int:
+    from dfguard.training.distributed import process_group
     from dfguard.training.run import train_detector
 
     overrides = {"train.out_dir": args.out, "train.model": args.model, "train.resume": args.resume or None}
     if args.sbi_only:
         overrides["train.use_dataset_fakes"] = False
     cfg = config_from(args, overrides).train
-    result = train_detector(cfg, progress=not args.no_progress)
+    # Under `torchrun --nproc_per_node N` this is one of N processes training together; alone, no group.
+    with process_group(cfg.device) as world:
+        result = train_detector(cfg, progress=not args.no_progress)
+    if world is not None and not world.main:
+        return 0
     print(
         f"model: {result.model_dir} (best epoch {result.best_epoch} of {result.epochs_run}: validation video "
         f"AUC {result.val_video_auc:.4f}, frame AUC {result.val_frame_auc:.4f}) in {result.seconds:.0f} s"

@@ -39,15 +39,25 @@ from dfguard.models.base import Detector, FrameDetector, freeze_backbone
 from dfguard.models.io import save_detector, start_from
 from dfguard.models.scoring import score_crop_files, track_clip_logits
 from dfguard.plots import plot_history
-from dfguard.runtime import default_device
 from dfguard.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from dfguard.training.data import (
     NO_PARTNER,
-    EpochSampler,
     TrainingFaces,
     load_faces,
     person_ids,
     real_partners,
+)
+from dfguard.training.distributed import (
+    barrier,
+    check_in_step,
+    current_world,
+    epoch_sampler,
+    from_main,
+    is_main,
+    mean_over_ranks,
+    refuse_unsupported,
+    replicate,
+    training_device,
 )
 from dfguard.training.ema import WeightAverage
 from dfguard.training.heads import train_feature_head
@@ -129,7 +139,9 @@ def train_detector(
     """
     started = time.perf_counter()
     _check(cfg)
-    device = default_device(cfg.device)
+    refuse_unsupported(cfg)
+    device = training_device(cfg.device)
+    progress = progress and is_main()
     use_amp = cfg.amp and device.startswith("cuda")
     torch.manual_seed(cfg.seed)
     train_faces, val_faces = load_faces(cfg.faces_dir, "train"), load_faces(cfg.faces_dir, "val")
@@ -149,13 +161,16 @@ def train_detector(
         state["history"].append(record)
         log.info("epoch %d: %s", epoch + 1, record)
         _select(state, metrics, run.judged)
-        save_checkpoint(checkpoint_dir, {**state, **run.state_dict()})
-        if on_epoch_end is not None:
-            on_epoch_end(record, run.judged)
+        if is_main():
+            save_checkpoint(checkpoint_dir, {**state, **run.state_dict()})
+            if on_epoch_end is not None:
+                on_epoch_end(record, run.judged)
+        barrier()
 
     run.model.load_state_dict(state["best_model"])
     seconds = time.perf_counter() - started
-    _save_trained(run.model, cfg, contract, state, seconds, device)
+    if is_main():
+        _save_trained(run.model, cfg, contract, state, seconds, device)
     return _result(cfg, state, seconds)
 
 
@@ -237,7 +252,8 @@ def _resumed_state(cfg: TrainConfig, run: _Optimisation, checkpoint_dir: Path) -
     with `run` from the last checkpoint when `cfg.resume` asks for it, so a resumed run selects as an
     uninterrupted one would."""
     state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_model": None, "stale": 0}
-    saved = load_checkpoint(checkpoint_dir) if cfg.resume else None
+    # Rank 0's checkpoint, sent to every rank: only its machine need hold it.
+    saved = from_main(lambda: load_checkpoint(checkpoint_dir) if cfg.resume else None)
     if saved is not None:
         run.load_state_dict(saved)
         state = {k: saved[k] for k in state}
@@ -265,9 +281,11 @@ def _run_epoch(
     epoch_started = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
     losses = _train_epoch(run, loader, bar, criterion, device, use_amp, cfg.blend_map_weight, cfg.grad_clip)
+    losses = mean_over_ranks(losses)
+    check_in_step(run.model, len(loader) * (loader.batch_size or 0))
     train_loss = losses["train_loss"]
     bar.set_postfix(loss=f"{train_loss:.3f}", validating="...")
-    metrics = validation_metrics(run.judged, val_faces, device)
+    metrics = from_main(lambda: validation_metrics(run.judged, val_faces, device))
     bar.set_postfix(
         loss=f"{train_loss:.3f}",
         val_video_auc=metrics["val_video_auc"],
@@ -318,7 +336,7 @@ def _training_loader(
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size // faces_per_draw,
-        sampler=EpochSampler(len(dataset)),
+        sampler=epoch_sampler(len(dataset), cfg.batch_size // faces_per_draw),
         drop_last=True,
         num_workers=cfg.workers,
         # Spawned, not forked: a fork after torch has run can deadlock. Persistent, so the workers'
@@ -341,6 +359,7 @@ def _save_trained(
     record (settings, selection, dataset fingerprint), the epoch history and its plot."""
     best = state["best"]
     out_dir = Path(cfg.out_dir)
+    world = current_world()
     save_detector(
         model.cpu(),
         out_dir,
@@ -358,6 +377,7 @@ def _save_trained(
                 "dataset_fingerprint": _fingerprint(Path(cfg.faces_dir) / FACES_NAME),
                 "seconds": round(seconds, 1),
                 "device": device,
+                "processes": world.size if world is not None else 1,  # global batch: this x batch_size
             },
         },
     )
@@ -438,12 +458,13 @@ def _train_epoch(
     an adversary, its mean loss at naming people (`identity_loss`: near log(people) when the features
     no longer tell them apart, near 0 when they do)."""
     run.model.train()
+    replica = replicate(run.model)  # after this epoch's freezing: DDP syncs what needs gradients now
     losses, identity_losses = [], []
     for images, targets, blend_maps, people in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         blend_maps, people = blend_maps.to(device, non_blocking=True), people.to(device, non_blocking=True)
         loss = train_step(
-            run.model,
+            replica,
             images,
             targets,
             run.optimizer,
@@ -508,6 +529,9 @@ def _better(metrics: dict[str, float], best: dict[str, Any]) -> bool:
 def _settings_key(cfg: TrainConfig) -> str:
     """Checkpoints of different settings never mix: a resume continues only the same run."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_SETTINGS}
+    world = current_world()
+    if world is not None:  # another number of processes takes other steps: a different run
+        settings["processes"] = world.size
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
