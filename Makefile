@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install chromium postgres run test test-slow lint security bench-extract bench-detect bench-serve bench-loop bench serve up bento crossval learning-curve
+.PHONY: install chromium postgres run test test-slow lint security bench-extract bench-detect bench-serve bench-load bench-loop bench-summary bench serve up bento crossval learning-curve
 
 install: $(STAMP)
 
@@ -82,11 +82,20 @@ bench-detect: $(STAMP)
 bench-serve: $(STAMP)
 	$(BIN)/dfguard bench serve
 
+# The service under 32 clients for 60 s: errors, lost predictions, memory growth (run `make run` first; ~2 min).
+bench-load: $(STAMP)
+	$(BIN)/dfguard bench load
+
 # The loop demo at 25/50/100/200 simulated labels and without replay (run `make run` first; ~30 min).
 bench-loop: $(STAMP)
 	$(BIN)/dfguard bench loop
 
-bench: bench-detect bench-serve bench-loop
+bench-summary: $(STAMP)
+	$(BIN)/dfguard bench summary
+
+# Every benchmark, then bench/summary.md: one table of the ratios measured in this run (after `make run`).
+bench: bench-extract bench-detect bench-serve bench-load bench-loop
+	$(BIN)/dfguard bench summary
 
 # The detection service on localhost:3000 with the registry's champion (run `make run` first).
 serve: $(STAMP)

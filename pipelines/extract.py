@@ -23,6 +23,7 @@ from dfguard.config import PARAMS_FILE, load_config
 from dfguard.faces.dataset import (
     ExtractJob,
     ExtractResult,
+    OutOfSpaceError,
     finish_extract,
     init_extract_worker,
     plan_extract,
@@ -111,6 +112,8 @@ def extract_flow(
             try:
                 for stage, seconds in future.result().items():
                     stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+            except OutOfSpaceError:
+                raise  # a full disk fails every item after it: stop, as `dfguard extract` does
             except Exception as err:  # one item's failure is recorded, the others still count
                 errors[job.video_id] = f"{type(err).__name__}: {err}"
                 logger.error("extract %s failed: %s", job.source, errors[job.video_id])

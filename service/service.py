@@ -26,6 +26,7 @@ from dfguard.runtime import configure_runtime
 from dfguard.serving.detection import Judgement, judge_file, store_record
 from dfguard.serving.health import ReadyzMiddleware, provide_status
 from dfguard.serving.models import ServedModels
+from dfguard.serving.openapi import ErrorShapeMiddleware, OpenAPIMiddleware, service_document
 from dfguard.serving.security import BodyLimitMiddleware, GuardMiddleware, keys_for
 
 log = logging.getLogger("dfguard.service")
@@ -64,7 +65,8 @@ class Detector:
 
     def __init__(self) -> None:
         configure_runtime(logging.INFO)
-        self.models = ServedModels(SERVE.model_uri, CONFIG.registry)
+        cache_dir = Path(SERVE.cache_dir) if SERVE.cache_dir else None
+        self.models = ServedModels(SERVE.model_uri, CONFIG.registry, cache_dir=cache_dir)
         self.models.refresh()
         self.writer = StoreWriter(
             lambda: open_store(CONFIG.feedback), CONFIG.feedback.retry_s, CONFIG.feedback.max_pending
@@ -167,7 +169,13 @@ def key_of(ctx: bentoml.Context | None) -> str:
     return ctx.request.headers.get("x-dfguard-key-id", "") if ctx is not None else ""
 
 
-# Outermost first: a caller is identified and rate-limited before a byte of its body is read.
+# Outermost first: a caller is identified and rate-limited before a byte of its body is read. The
+# guard's and the body limit's errors have the service's shape already; ErrorShapeMiddleware gives it
+# to BentoML's and Starlette's, and /docs.json describes them all.
 Detector.add_asgi_middleware(GuardMiddleware, cfg=SERVE)
 Detector.add_asgi_middleware(BodyLimitMiddleware, cfg=SERVE)
 Detector.add_asgi_middleware(ReadyzMiddleware)
+Detector.add_asgi_middleware(
+    OpenAPIMiddleware, document=lambda: service_document(Detector.openapi_spec.asdict(), SERVE)
+)
+Detector.add_asgi_middleware(ErrorShapeMiddleware)

@@ -201,3 +201,30 @@ def plot_loop_bench(rows: list[dict], replay_share: float, path: str | Path) -> 
     forget.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_load(
+    started_s: list[float],
+    latency_ms: list[float],
+    ok: list[bool],
+    percentiles: Mapping[str, float],
+    path: str | Path,
+) -> Path:
+    """`dfguard bench load`: each request's latency against when it started (failures in red), and the
+    histogram of the latencies with the `percentiles` (name -> ms) marked."""
+    fig, (timeline, histogram) = plt.subplots(1, 2, figsize=(10, 3.6))
+    started, latency, good = np.asarray(started_s), np.asarray(latency_ms), np.asarray(ok, dtype=bool)
+    timeline.scatter(started[good], latency[good], s=4, alpha=0.5, color="tab:blue", label="2xx")
+    if (~good).any():
+        timeline.scatter(started[~good], latency[~good], s=8, color="tab:red", label="error")
+    timeline.set(xlabel="request start (s)", ylabel="latency (ms)", title="Latency over the run")
+    timeline.legend(fontsize=7)
+    histogram.hist(latency[good], bins=40, color="tab:blue", alpha=0.8)
+    for (name, value), colour in zip(
+        percentiles.items(), ("tab:green", "tab:orange", "tab:red"), strict=False
+    ):
+        histogram.axvline(value, color=colour, ls="--", lw=0.8, label=f"{name} {value:.0f} ms")
+    histogram.set(xlabel="latency (ms)", ylabel="requests", title="Latency")
+    histogram.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -2,7 +2,8 @@
 
 `promote` evaluates the gate for a registered version, records the verdict as tags on it, and on a pass
 makes it the champion (the old champion becomes `previous`); `rollback` swaps champion and previous.
-Both change aliases all-or-nothing: if a step fails half-way, the aliases are put back as they were.
+Both change aliases all-or-nothing: if a step fails half-way, the aliases are put back as they were,
+and if the process dies half-way, the next promotion or rollback puts them back before it starts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dfguard.registry import (
     get_version,
     load,
     move_alias,
+    recover_interrupted,
     version_metrics,
 )
 
@@ -138,6 +140,7 @@ def promote(
     `verify` (e.g. `loadable`) runs once the aliases have moved; if it or any step raises, the aliases
     are restored and the error propagates. The verdict tags stay: they record that the gate ran.
     """
+    recover_interrupted(client)
     candidate = get_version(client, version)
     number = str(candidate.version)
     before = current_aliases(client)
@@ -188,6 +191,7 @@ def _champion_figures(
 def rollback(client: MlflowClient, verify: Verify | None = None) -> dict[str, str]:
     """Make `previous` the champion again and the demoted champion `previous`, all-or-nothing (see
     `promote`); returns the aliases afterwards."""
+    recover_interrupted(client)
     before = current_aliases(client)
     restored, demoted = before.get(PREVIOUS), before.get(CHAMPION)
     if restored is None:

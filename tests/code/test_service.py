@@ -11,85 +11,24 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from launch_helpers import dfguard_server
 from registry_helpers import evaluation, register_tiny, save_tiny_model
+from service_helpers import (
+    ADMIN_SECRET,
+    BURST_SECRET,
+    JOB_TTL_S,
+    MAX_VIDEO_MB,
+    RATE_BURST,
+    SECRET,
+    Service,
+)
 
-from dfguard.config import FeedbackConfig, RegistryConfig
 from dfguard.feedback import open_store
 from dfguard.registry import configure, move_alias
 from dfguard.registry.store import DB_NAME
-from dfguard.serving.launch import free_port
-
-SECRET, ADMIN_SECRET, BURST_SECRET = "dfg_test-client-key", "dfg_test-admin-key", "dfg_test-burst-key"
-MAX_IMAGE_MB, MAX_VIDEO_MB = 1, 2
-RATE_PER_S, RATE_BURST = 20.0, 40
-JOB_TTL_S = 4.0
-
-
-@dataclass
-class Service:
-    url: str
-    root: Path
-    registry: RegistryConfig
-    feedback: FeedbackConfig
-    log: Path
-
-    def client(self, secret: str = SECRET) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {secret}"}, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, trained_detector) -> Service:
-    """`dfguard serve` with auth on, small upload caps, a 1 s champion check, and version 1 (the trained
-    model) as champion; stopped (its whole process group) at the end of the session."""
-    _, model_dir = trained_detector
-    root = tmp_path_factory.mktemp("service")
-    registry = RegistryConfig(root=str(root / "mlflow"))
-    client = configure(registry)
-    version = register_tiny(client, model_dir, evaluation(0.7))
-    move_alias(client, "champion", version)
-    keys = root / "api_keys"
-    keys.write_text(
-        "# id:sha256 of the secret\n"
-        + "".join(
-            f"{key_id}:{hashlib.sha256(secret.encode()).hexdigest()}\n"
-            for key_id, secret in (("client", SECRET), ("admin", ADMIN_SECRET), ("burst", BURST_SECRET))
-        )
-    )
-    feedback = FeedbackConfig(root=str(root / "feedback"), retry_s=0.5)
-    params = root / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "registry": {"root": registry.root},
-                "feedback": {"root": feedback.root, "retry_s": feedback.retry_s},
-                "serve": {
-                    "keys_file": str(keys),
-                    "auth": "on",
-                    "admin_key_ids": ["admin"],
-                    "reload_interval_s": 1.0,
-                    "max_image_mb": MAX_IMAGE_MB,
-                    "max_video_mb": MAX_VIDEO_MB,
-                    "max_batch_files": 4,
-                    "rate_per_s": RATE_PER_S,
-                    "rate_burst": RATE_BURST,
-                    "job_ttl_s": JOB_TTL_S,
-                },
-            }
-        )
-    )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"BENTOML_HOME": str(root / "bentoml"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    args = ["--params", str(params), "serve", "--port", str(port)]
-    with dfguard_server(args, url, root / "serve.log", root, env):
-        yield Service(url, root, registry, feedback, root / "serve.log")
 
 
 def _stored(service: Service, prediction_id: str, timeout_s: float = 20.0) -> dict:

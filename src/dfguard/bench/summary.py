@@ -109,17 +109,16 @@ def _serve(f: dict[str, Any]) -> list[Row]:
 
 
 def _load(f: dict[str, Any]) -> list[Row]:
-    rss = f.get("rss_mb", {})
     return [
         (
-            f"load: {f['clients']} clients for {f['seconds']} s",
+            f"load: {f['clients']} clients for {f['seconds']:g} s",
             f"{f['requests_per_s']:.2f} req/s, p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
-            f"{f['errors']} errors, {f.get('lost_predictions', '?')} predictions lost",
+            f"{f['errors']} errors, {f['lost']} of {f['prediction_ids']} predictions lost",
         ),
         (
             "service memory under load (this machine)",
-            f"{rss.get('before', '?')} -> {rss.get('after', '?')} MB",
-            f"growth bound {rss.get('bound', '?')} MB",
+            f"{f['rss_before_mb']} -> {f['rss_after_mb']} MB",
+            f"growth {f['rss_growth_mb']} MB, bound {f['rss_growth_bound_mb']} MB",
         ),
     ]
 

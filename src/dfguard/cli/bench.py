@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dfguard.cli.common import Commands, config_from
+from dfguard.config import Config
 
 
 def _bench_extract(args: argparse.Namespace) -> int:
@@ -40,18 +41,23 @@ def _bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_serve(args: argparse.Namespace) -> int:
+def _first_test_fake(cfg: Config) -> Path:
+    """The corpus' first fake clip of the test split (by path): the input of the service benchmarks."""
     import pandas as pd
 
+    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
+    test = manifest[(manifest["split"] == "test") & (manifest["label"] == "fake")].sort_values("path")
+    return Path(cfg.ingest.dataset_dir) / test["path"].iloc[0]
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
     from dfguard.bench.detect import make_clip
     from dfguard.serving.bench import run_bench_serve
 
     cfg = config_from(args, {})
-    manifest = pd.read_parquet(Path(cfg.ingest.out_dir) / "manifest.parquet")
-    test = manifest[(manifest["split"] == "test") & (manifest["label"] == "fake")].sort_values("path")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(Path(cfg.ingest.dataset_dir) / test["path"].iloc[0], out / "clip10s.mp4")
+    clip = make_clip(_first_test_fake(cfg), out / "clip10s.mp4")
     result = run_bench_serve(Path(args.model), clip, out)
     for row in result["rows"]:
         ratio = f"  x{row['throughput_vs_bare']:.2f} of bare" if "throughput_vs_bare" in row else ""
@@ -60,6 +66,35 @@ def _bench_serve(args: argparse.Namespace) -> int:
             f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, errors {row['errors']}{ratio}"
         )
     return 0
+
+
+def _bench_load(args: argparse.Namespace) -> int:
+    from dfguard.serving.load import bench_load
+
+    cfg = config_from(args, {})
+    out = Path(args.out)
+    figures = bench_load(
+        _first_test_fake(cfg),
+        out,
+        Path(args.params),
+        model=args.model,
+        clients=args.clients,
+        seconds=args.seconds,
+        with_clip=args.with_clip,
+        rss_growth_bound_mb=args.rss_bound_mb,
+    ).figures
+    print(
+        f"{figures['clients']} clients, {figures['wall_s']} s: {figures['requests']} requests, "
+        f"{figures['requests_per_s']:.2f}/s, p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, "
+        f"p99 {figures['p99_ms']} ms, errors {figures['errors']} (429: {figures['rate_limited']})"
+    )
+    print(
+        f"store: {figures['stored']} of {figures['prediction_ids']} answered predictions, "
+        f"{figures['lost']} lost; RSS {figures['rss_before_mb']} -> {figures['rss_after_mb']} MB "
+        f"(growth {figures['rss_growth_mb']} MB, bound {figures['rss_growth_bound_mb']:g} MB)"
+    )
+    print(f"-> {out / 'load.json'}, {out / 'load.png'}: {'passed' if figures['passed'] else 'FAILED'}")
+    return 0 if figures["passed"] else 1
 
 
 def _bench_loop(args: argparse.Namespace) -> int:
@@ -113,6 +148,27 @@ def add_commands(commands: Commands) -> None:
     )
     bench_serve.add_argument("--out", default="bench/serve", help="where results go (default: %(default)s)")
     bench_serve.set_defaults(func=_bench_serve)
+    bench_load = bench.add_parser(
+        "load", help="N clients for D seconds against the champion's service: errors, store, memory"
+    )
+    bench_load.add_argument(
+        "--clients", type=int, default=32, help="concurrent clients (default: %(default)s)"
+    )
+    bench_load.add_argument("--seconds", type=float, default=60.0, help="duration (default: %(default)s)")
+    bench_load.add_argument(
+        "--model", help="model URI or folder (default: serve.model_uri, the registry's champion)"
+    )
+    bench_load.add_argument(
+        "--with-clip", action="store_true", help="upload a short corpus clip too, turn about with the photo"
+    )
+    bench_load.add_argument(
+        "--rss-bound-mb",
+        type=float,
+        default=256.0,
+        help="the most the service's memory may grow over the run (default: %(default)s)",
+    )
+    bench_load.add_argument("--out", default="bench/load", help="where results go (default: %(default)s)")
+    bench_load.set_defaults(func=_bench_load)
     bench_detect = bench.add_parser("detect", help="`dfguard detect` latency on a 10 s clip; models table")
     bench_detect.add_argument(
         "--model", default="models/calibrated", help="model folder (default: %(default)s)"

@@ -14,11 +14,17 @@ An item is skipped when its cache file exists: the key is its content hash plus 
 contract as it applies to it, so unchanged items are never redone and a changed setting redoes exactly
 the items it affects. The top-level tables are rebuilt from the cache files of the items in the
 manifest, so an item removed from the manifest leaves the tables (and its crops are deleted).
+
+Every file is written under a temporary name and renamed into place, the tables all at once, so a run
+that fails (killed, or out of disk space) leaves each item either done or not started and the tables
+of the last run that finished. A write that fails for want of space (a full disk, a quota, a file size
+limit) stops the run with `OutOfSpaceError`: every item after it would fail the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -26,7 +32,9 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +61,13 @@ CROPS_DIR = "crops"
 CACHE_DIR = ".cache"
 UNREADABLE = "UNREADABLE"
 MANIFEST_COLUMNS = ("path", "label", "method", "split")  # joined onto the tables for convenience
+# A write failing with one of these failed for want of space, not because of the item.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class OutOfSpaceError(RuntimeError):
+    """A write of the face dataset failed for want of space (a full disk, a quota, a file size limit)."""
+
 
 # The cache table of one item: one row per kept face, plus one row (face columns null) per sampled
 # frame without a kept face, or a single row with frame -1 and status UNREADABLE for a failed item.
@@ -151,19 +166,25 @@ def finish_extract(
     """
     cfg, contract, jobs = plan.cfg, plan.contract, plan.jobs
     dataset_dir, out_dir = Path(cfg.dataset_dir), Path(cfg.out_dir)
-    _remove_stale(out_dir, jobs)
     tables = _collect(jobs, plan.manifest, errors)
     truth_path = dataset_dir / FACE_TRUTH
     truth = pd.read_parquet(truth_path) if truth_path.is_file() else None
     tables["faces"]["subject"] = mark_subjects(tables["faces"], truth)
-    _write_if_changed(out_dir / FACES_NAME, _parquet_bytes(tables["faces"]))
-    _write_if_changed(out_dir / FRAMES_NAME, _parquet_bytes(tables["frames"]))
-    _write_if_changed(out_dir / FAILURES_NAME, tables["failures"].to_csv(index=False).encode())
-    _write_if_changed(out_dir / CONTRACT_NAME, contract.to_json().encode())
     summary = _summary(tables, contract)
-    _write_if_changed(out_dir / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     resolved = json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n"
-    _write_if_changed(out_dir / RESOLVED_CONFIG_NAME, resolved.encode())
+    with _space_checked(f"the dataset's tables in {out_dir}"):
+        _write_all_if_changed(
+            {
+                out_dir / FACES_NAME: _parquet_bytes(tables["faces"]),
+                out_dir / FRAMES_NAME: _parquet_bytes(tables["frames"]),
+                out_dir / FAILURES_NAME: tables["failures"].to_csv(index=False).encode(),
+                out_dir / CONTRACT_NAME: contract.to_json().encode(),
+                out_dir / SUMMARY_NAME: (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode(),
+                out_dir / RESOLVED_CONFIG_NAME: resolved.encode(),
+            }
+        )
+    # Only now: the tables written before named the removed items' crops.
+    _remove_stale(out_dir, jobs)
     return ExtractResult(
         out_dir=out_dir,
         faces_table=out_dir / FACES_NAME,
@@ -201,7 +222,8 @@ def _run_jobs(
     """Process the jobs; returns stage seconds and the unexpected errors (item -> message).
 
     Unexpected errors are not cached, so the next run tries those items again; unreadable media is
-    cached as a failure, since the same bytes will not decode next time either.
+    cached as a failure, since the same bytes will not decode next time either. OutOfSpaceError stops
+    the run: the items not started are not tried.
     """
     stage_seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -234,8 +256,12 @@ def _run_jobs(
         ) as pool:
             contract_json = contract.to_json()
             futures = {pool.submit(process_in_worker, job, contract_json, cfg.device): job for job in jobs}
-            for future in as_completed(futures):
-                record(futures[future], future.result())
+            try:
+                for future in as_completed(futures):
+                    record(futures[future], future.result())
+            except OutOfSpaceError:
+                pool.shutdown(cancel_futures=True)  # leaving the block would wait for every queued item
+                raise
     bar.close()
     return stage_seconds, errors
 
@@ -269,7 +295,11 @@ def _worker_detector(contract_json: str, device: str) -> tuple[PreprocessingCont
 def process_job(
     job: ExtractJob, detector: FaceDetector, contract: PreprocessingContract
 ) -> dict[str, float] | str:
-    """Extract one item, write its crops and then its cache file; stage seconds, or an error message."""
+    """Extract one item, write its crops and then its cache file; stage seconds, or an error message.
+
+    Raises OutOfSpaceError, leaving the item not done (no cache file, its earlier crops in place).
+    """
+    where = f"the faces of {job.source}"
     try:
         try:
             # One torch thread wherever the item runs (a pool worker, a flow's thread, this process):
@@ -277,17 +307,34 @@ def process_job(
             with torch_threads(1):
                 result = extract_media(Path(job.source), job.n_frames, detector, contract)
         except MediaError as err:
-            _replace_crops(job, None, contract)
-            failure = {"frame": -1, "timestamp_s": 0.0, "status": UNREADABLE, "reason": str(err)}
-            _write_if_changed(Path(job.cache_file), _parquet_bytes(pd.DataFrame([failure])))
+            with _space_checked(where):
+                _replace_crops(job, None, contract)
+                failure = {"frame": -1, "timestamp_s": 0.0, "status": UNREADABLE, "reason": str(err)}
+                _write_if_changed(Path(job.cache_file), _parquet_bytes(pd.DataFrame([failure])))
             return {}
-        with timed(result.seconds, "write"):
+        with timed(result.seconds, "write"), _space_checked(where):
             _replace_crops(job, result, contract)
             rows = _rows(job, result, contract)
             _write_if_changed(Path(job.cache_file), _parquet_bytes(pd.DataFrame(rows)))
         return result.seconds
+    except OutOfSpaceError:
+        raise
     except Exception as err:  # a worker must report, not die: the other items still get done
         return f"{type(err).__name__}: {err}"
+
+
+@contextmanager
+def _space_checked(what: str) -> Iterator[None]:
+    """Turn a write failing for want of space into OutOfSpaceError, saying what was being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in OUT_OF_SPACE:
+            raise
+        raise OutOfSpaceError(
+            f"could not write {what}: {err.strerror} (the disk is full or a size limit is reached); "
+            "free space and run again: finished items are kept and not redone"
+        ) from err
 
 
 def _crop_name(frame_index: int, track_id: int, contract: PreprocessingContract) -> str:
@@ -303,10 +350,18 @@ def _replace_crops(job: ExtractJob, result: MediaFaces | None, contract: Preproc
         params = (
             [cv2.IMWRITE_JPEG_QUALITY, contract.crop_jpeg_quality] if contract.crop_format == "jpg" else []
         )
-        for face in result.faces:
-            path = partial / _crop_name(face.frame_index, face.track_id, contract)
-            if not cv2.imwrite(str(path), face.crop, params):
-                raise OSError(f"could not write {path}")
+        try:
+            for face in result.faces:
+                name = _crop_name(face.frame_index, face.track_id, contract)
+                encoded, data = cv2.imencode(f".{contract.crop_format}", face.crop, params)
+                if not encoded:
+                    raise ValueError(f"OpenCV could not encode crop {name}")
+                # Written by Python, not cv2.imwrite: a failed write then says why (errno), where
+                # imwrite only returns False.
+                (partial / name).write_bytes(data.tobytes())
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     shutil.rmtree(final, ignore_errors=True)
     if partial.exists():
         partial.rename(final)
@@ -425,8 +480,23 @@ def _parquet_bytes(table: pd.DataFrame) -> bytes:
 
 def _write_if_changed(path: Path, data: bytes) -> None:
     """Write atomically, and only when the bytes differ: an unchanged rerun leaves every file alone."""
-    if path.exists() and path.read_bytes() == data:
-        return
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    _write_all_if_changed({path: data})
+
+
+def _write_all_if_changed(files: dict[Path, bytes]) -> None:
+    """Write the files whose bytes differ as one: each to a partial file first, renamed into place only
+    once all are written, so a failed write (a full disk) leaves the old set whole and no partial file."""
+    partials = {
+        path: path.with_name(f".{path.name}.partial")
+        for path, data in files.items()
+        if not (path.exists() and path.read_bytes() == data)
+    }
+    try:
+        for path, partial in partials.items():
+            partial.write_bytes(files[path])
+    except BaseException:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+        raise
+    for path, partial in partials.items():
+        partial.replace(path)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from dfguard.loop.demo import (
 )
 from dfguard.loop.run import run_loop
 from dfguard.plots import plot_loop_bench
-from dfguard.registry import CHALLENGER, CHAMPION, configure, current_aliases
+from dfguard.registry import CHAMPION, configure, current_aliases
 from dfguard.registry.aliases import restore_aliases
 from dfguard.serving.client import DetectionClient
 
@@ -84,71 +85,79 @@ def bench_loop(
     champion = aliases[CHAMPION]
     overrides = {**overrides, **settings}
     rows: list[dict[str, Any]] = []
-    with (
-        demo_service(cfg, params_path, overrides, run_dir / "champion-service") as url,
-        open_store(cfg.feedback) as store,
-    ):
-        served = DetectionClient(url)
-        try:
-            before = verdict_figures(holdout, judge_all(served, holdout, "holdout, champion", progress))
-            labelled = 0
-            for n in counts:
-                batch = pool[labelled:n]
-                label_as_simulated(store, batch, judge_all(served, batch, f"pool to {n}", progress))
-                labelled = n
-                shares = (cfg.loop.replay_share, 0.0) if n == replay_at else (cfg.loop.replay_share,)
-                for replay in shares:
-                    policy = dataclasses.replace(cfg.loop, replay_share=replay)
-                    row_cfg = dataclasses.replace(cfg, loop=policy)
-                    try:
-                        row = _row(row_cfg, params_path, overrides, store, served, holdout, run_dir, progress)
-                    finally:
-                        restore_aliases(registry, aliases)  # the next row starts from the same champion
-                    wait_for_version(served, champion, 10 * cfg.serve.reload_interval_s + 120)
-                    rows.append({"labels": n, "replay_share": replay, "holdout_before": before, **row})
-                    _write(out_dir, rows, cfg.loop.replay_share, counts)
-        finally:
-            served.close()
+    with ExitStack() as stack:
+        served = DetectionClient(
+            stack.enter_context(demo_service(cfg, params_path, overrides, run_dir / "served"))
+        )
+        stack.callback(served.close)
+        store = stack.enter_context(open_store(cfg.feedback))
+        judges = _ChallengerJudge(stack, cfg, params_path, overrides, run_dir / "challenger")
+        before = verdict_figures(holdout, judge_all(served, holdout, "holdout, champion", progress))
+        labelled = 0
+        for n in counts:
+            batch = pool[labelled:n]
+            label_as_simulated(store, batch, judge_all(served, batch, f"pool to {n}", progress))
+            labelled = n
+            shares = (cfg.loop.replay_share, 0.0) if n == replay_at else (cfg.loop.replay_share,)
+            for replay in shares:
+                row_cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, replay_share=replay))
+                try:
+                    row = _row(row_cfg, store, served, judges, holdout, before, progress)
+                finally:
+                    restore_aliases(registry, aliases)  # the next row starts from the same champion
+                wait_for_version(served, champion, 10 * cfg.serve.reload_interval_s + 120)
+                rows.append({"labels": n, "replay_share": replay, "holdout_before": before, **row})
+                _write(out_dir, rows, cfg.loop.replay_share, counts)
     return _write(out_dir, rows, cfg.loop.replay_share, counts)
+
+
+class _ChallengerJudge:
+    """A second service, serving the challenger alias, started at the first challenger and kept for
+    the rest of the bench (its recent-features memory makes the holdout cheap to judge again). Its
+    predictions go to a store of its own: the bench's store holds only the stream's traffic."""
+
+    def __init__(
+        self, stack: ExitStack, cfg: Config, params_path: Path, overrides: dict[str, Any], out_dir: Path
+    ) -> None:
+        self.stack, self.cfg, self.params_path, self.out_dir = stack, cfg, params_path, out_dir
+        self.overrides = {
+            **overrides,
+            "serve.model_uri": CHALLENGER_URI,
+            "feedback.root": str(out_dir / "feedback"),
+        }
+        self.client: DetectionClient | None = None
+
+    def figures(self, version: str, holdout: list[StreamItem], progress: bool) -> dict[str, Any]:
+        if self.client is None:
+            url = self.stack.enter_context(
+                demo_service(self.cfg, self.params_path, self.overrides, self.out_dir)
+            )
+            self.client = DetectionClient(url)
+            self.stack.callback(self.client.close)
+        wait_for_version(self.client, version, 10 * self.cfg.serve.reload_interval_s + 120)
+        return verdict_figures(holdout, judge_all(self.client, holdout, "holdout, challenger", progress))
 
 
 def _row(
     cfg: Config,
-    params_path: Path,
-    overrides: dict[str, Any],
     store: PredictionStore,
     served: DetectionClient,
+    judges: _ChallengerJudge,
     holdout: list[StreamItem],
-    run_dir: Path,
+    before: dict[str, Any],
     progress: bool,
 ) -> dict[str, Any]:
-    """One loop run (a fine-tune) on the store's labels so far, and the holdout as both aliases'
-    services judge it afterwards."""
+    """One loop run (a fine-tune) on the store's labels so far; the holdout as the challenger's service
+    judges it, and as the served model does once the challenger is promoted (until then the champion
+    judged before serves on, and its figures stand)."""
     last_label = time.monotonic()
     result = run_loop(cfg, store, configure(cfg.registry), "finetune", progress=progress)
-    serving_s = None
+    serving_s, after = None, before
     if result.promoted and result.challenger:
         wait_for_version(served, result.challenger, 10 * cfg.serve.reload_interval_s + 120)
         serving_s = round(time.monotonic() - last_label, 1)
-    after = verdict_figures(holdout, judge_all(served, holdout, "holdout, served", progress))
-    challenger_figures: dict[str, Any] = {}
-    if result.challenger and CHALLENGER in current_aliases(configure(cfg.registry)):
-        # The challenger's own service, started for it and stopped once it has judged the holdout.
-        # Its predictions go to a store of their own: the bench's store holds only the stream's traffic.
-        challenger_settings = {
-            **overrides,
-            "serve.model_uri": CHALLENGER_URI,
-            "feedback.root": str(run_dir / "challenger-service" / "feedback"),
-        }
-        with demo_service(cfg, params_path, challenger_settings, run_dir / "challenger-service") as url:
-            judge = DetectionClient(url)
-            try:
-                wait_for_version(judge, result.challenger, 180)
-                challenger_figures = verdict_figures(
-                    holdout, judge_all(judge, holdout, "holdout, challenger", progress)
-                )
-            finally:
-                judge.close()
+        after = verdict_figures(holdout, judge_all(served, holdout, "holdout, served", progress))
+    challenger = judges.figures(result.challenger, holdout, progress) if result.challenger else {}
     frozen = result.scores.get("frozen", {})
     old = frozen.get("champion", {}).get("auc", float("nan"))
     new = frozen.get("challenger", {}).get("auc", float("nan"))
@@ -157,14 +166,18 @@ def _row(
         "challenger": result.challenger,
         "promoted": result.promoted,
         "holdout_after": after,
-        "holdout_challenger": challenger_figures,
+        "holdout_challenger": challenger,
         "feedback_holdout": result.scores.get("holdout", {}),
         "frozen_champion_auc": old,
         "frozen_challenger_auc": new,
         "forgetting": round(old - new, 4),
         "checks": list(result.checks),
         "labels_used": result.dataset.items if result.dataset else None,
-        "seconds": {**result.seconds, "last_label_to_serving": serving_s},
+        "seconds": {
+            **result.seconds,
+            "loop_total": round(sum(result.seconds.values()), 1),
+            "last_label_to_serving": serving_s,
+        },
     }
 
 

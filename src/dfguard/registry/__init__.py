@@ -18,6 +18,7 @@ from dfguard.registry.aliases import (
     alias_transaction,
     current_aliases,
     move_alias,
+    recover_interrupted,
 )
 from dfguard.registry.lineage import Lineage, collect_lineage, git_state, model_contract
 from dfguard.registry.loading import load, resolve_version
@@ -69,6 +70,7 @@ __all__ = [
     "model_contract",
     "model_digest",
     "move_alias",
+    "recover_interrupted",
     "register",
     "register_challenger",
     "resolve_version",

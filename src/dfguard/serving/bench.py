@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404  # starts this virtualenv's `dfguard serve`, no shell
 import sys
 import tempfile
 import time
@@ -64,16 +64,24 @@ def _load(call: Callable[[], bool], clients: int, per_client: int) -> dict[str, 
     }
 
 
-def _start_service(model_dir: Path, store_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_service(
+    store_dir: Path, log: Path, model: str | Path | None = None, params: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`dfguard serve` on a free localhost port, in its own process group, writing its predictions to a
+    store under `store_dir`, with auth off and no rate limit to speak of (the load is the caller's, on
+    localhost only); it judges with `model` (a folder or URI), else `params`' serve.model_uri (the
+    registry's champion by default). Returns once it answers, with its URL."""
     port = free_port()
     overrides = [
+        *(["--params", str(params)] if params is not None else []),
         "--set", f"feedback.root={store_dir}", "--set", "serve.auth=off",
         "--set", "serve.rate_per_s=100000", "--set", "serve.rate_burst=100000",
     ]  # fmt: skip
+    model_flag = ["--model", str(model)] if model is not None else []
     dfguard = Path(sys.executable).parent / "dfguard"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(dfguard), *overrides, "serve", "--model", str(model_dir), "--port", str(port)],
+        process = subprocess.Popen(  # nosec B603  # this virtualenv's dfguard, fixed argv, no shell
+            [str(dfguard), *overrides, "serve", *model_flag, "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -85,11 +93,16 @@ def _start_service(model_dir: Path, store_dir: Path, log: Path) -> tuple[subproc
     return process, url
 
 
+def write_photo(video: Path, out: Path) -> Path:
+    """The first frame of `video` as a JPEG (quality 92): a real photo of the corpus' faces."""
+    cv2.imwrite(str(out), read_sampled(video, 1).frames[0], [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return out
+
+
 def run_bench_serve(model_dir: Path, clip: Path, out_dir: Path) -> dict[str, Any]:
     """The table of both ways of judging a photo (a frame of `clip`) and `clip` at every level."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    photo = out_dir / "photo.jpg"
-    cv2.imwrite(str(photo), read_sampled(clip, 1).frames[0], [cv2.IMWRITE_JPEG_QUALITY, 92])
+    photo = write_photo(clip, out_dir / "photo.jpg")
     inputs = {"photo": (photo.read_bytes(), ".jpg"), "clip": (clip.read_bytes(), clip.suffix)}
     predictor = Predictor(model_dir)
     rows = []
@@ -104,7 +117,7 @@ def run_bench_serve(model_dir: Path, clip: Path, out_dir: Path) -> dict[str, Any
             rows.append({"input": name, "mode": "bare", **figures})
             print(rows[-1], flush=True)
     with tempfile.TemporaryDirectory(prefix="dfguard-bench-store-") as store:
-        process, url = _start_service(model_dir, Path(store), out_dir / "serve.log")
+        process, url = start_service(Path(store), out_dir / "serve.log", model_dir)
         try:
             for name, (data, suffix) in inputs.items():
                 with httpx.Client(base_url=url, timeout=600) as http:

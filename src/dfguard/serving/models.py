@@ -8,16 +8,27 @@ mixes two models in one answer, and the old model lives on until its last reques
 loaded beside the current one, checked on a blank frame (the face detector its contract names is built,
 the weights run), and only then swapped in. A registry that cannot be reached, or a model that fails to
 load, leaves the current model serving; the failure is logged and kept for `/readyz`.
+
+With a `cache_dir`, the model loaded from the registry is also copied there, with a JSON record of its
+version, what `GET /model` says about it and the SHA-256 of each of its files. A service that starts
+while the registry cannot be reached serves that copy, once every file matches its digest (weights stay
+safetensors: nothing is unpickled), and says so in `/readyz` and `/model` (`served_from: "cache"`); the
+next check that reaches the registry moves it to the champion as usual.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +40,9 @@ from dfguard.inference.predictor import Predictor
 log = logging.getLogger(__name__)
 
 LOCAL = "local"  # the alias reported for a model served from a folder, outside the registry
+# Where a served model came from: `served_from` in `/readyz` and `/model`.
+REGISTRY, CACHE, FOLDER = "registry", "cache", "folder"
+CACHE_RECORD = "cached.json"  # in each model URI's cache folder: names the cached copy, with its digests
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,7 @@ class ServedModel:
     version: str  # the registry's version number; "" for a local folder
     alias: str
     info: dict[str, Any]  # `GET /model`: name, version, aliases, lineage, contract, test metrics
+    source: str = REGISTRY  # REGISTRY, CACHE (the registry was unreachable at start) or FOLDER
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -57,6 +72,7 @@ class RegistryHealth:
     last_check: float | None = None
     last_error: str = ""
     refused: dict[str, str] = field(default_factory=dict)  # version -> why it was not loaded
+    cache_error: str = ""  # why the cached model could not be served, when it was needed
 
 
 def _alias_of(uri: str) -> str:
@@ -73,12 +89,20 @@ def _smoke_test(predictor: Predictor) -> None:
 class ServedModels:
     """The served model and its replacement from the registry (thread-safe)."""
 
-    def __init__(self, model_uri: str, registry: RegistryConfig, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_uri: str,
+        registry: RegistryConfig,
+        workdir: Path | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.model_uri = model_uri
         self.registry_cfg = registry
         self.alias = _alias_of(model_uri)
         # Downloaded versions live here until replaced; a local folder is used where it is.
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="dfguard-serve-"))
+        # One folder per model URI: services of two URIs may share `cache_dir`.
+        self.cache = ModelCache(cache_dir / _slug(model_uri)) if cache_dir and self.from_registry else None
         self.health = RegistryHealth()
         self._current: ServedModel | None = None
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
@@ -100,9 +124,12 @@ class ServedModels:
             try:
                 name, version, client = self._resolve()
             except Exception as err:  # any failure to reach or read the registry: keep serving
+                # Nothing served yet (the service is starting): the cached champion beats no model.
+                changed = self._current is None and self.cache is not None and self._serve_cached(self.cache)
                 self._note_unreachable(err)
-                return False
-            if self._current is not None and self._current.version == version:
+                return changed
+            current = self._current
+            if current is not None and current.version == version and current.source == REGISTRY:
                 return False
             if version in self.health.refused:
                 return False  # a broken version is not downloaded again at every check
@@ -115,7 +142,10 @@ class ServedModels:
                     "version %s of %s refused, keeping the current model: %s", version, self.model_uri, reason
                 )
                 return False
-            return self._switch(served)
+            changed = self._switch(served)
+            if self.cache is not None:
+                self.cache.save(served, self._registry_location())
+            return changed
 
     def _resolve(self) -> tuple[str, str, Any]:
         """(registered name, version number, client) of `model_uri`, as the registry says now."""
@@ -129,9 +159,36 @@ class ServedModels:
     def _note_unreachable(self, err: Exception) -> None:
         message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         if self.health.reachable is not False:
-            served = self._current.version if self._current else "none"
-            log.error("registry unreachable (%s); serving version %s meanwhile", message, served)
+            current = self._current
+            served = "none" if current is None else current.version
+            cached = " (the cached copy)" if current is not None and current.source == CACHE else ""
+            log.error("registry unreachable (%s); serving version %s%s meanwhile", message, served, cached)
         self.health.reachable, self.health.last_check, self.health.last_error = False, time.time(), message
+
+    def _registry_location(self) -> str:
+        from dfguard.registry import embedded_uri
+
+        return self.registry_cfg.tracking_uri or embedded_uri(self.registry_cfg.root)
+
+    def _serve_cached(self, cache: ModelCache) -> bool:
+        """Serve the cached copy of the last champion loaded; False (logged) when there is none or it
+        fails its digests or its smoke test."""
+        try:
+            served = cache.load(self.alias)
+        except Exception as err:
+            self.health.cache_error = f"{type(err).__name__}: {err}"
+            log.error("no cached model to serve from %s: %s", cache.folder, self.health.cache_error)
+            return False
+        origin = served.info["cache"]
+        log.warning(
+            "the registry cannot be reached: serving the cached copy of version %s of %s (cached %s from %s)"
+            " until it can",
+            served.version,
+            self.model_uri,
+            origin["cached_at"],
+            origin["registry"],
+        )
+        return self._switch(served)
 
     def _load_local(self) -> ServedModel:
         from dfguard.registry import model_contract
@@ -149,8 +206,9 @@ class ServedModels:
             "contract_hash": contract_hash,
             "metrics": {},
             "predictor": predictor.identity,
+            "served_from": FOLDER,
         }
-        return ServedModel(predictor, self.model_uri, "", LOCAL, info)
+        return ServedModel(predictor, self.model_uri, "", LOCAL, info, FOLDER)
 
     def _load_version(self, client: Any, name: str, version: str) -> ServedModel:
         from dfguard.registry import load, version_metrics
@@ -180,18 +238,20 @@ class ServedModels:
                 key: metrics[key] for key in ("video", "frame", "photo", "by_method") if key in metrics
             },
             "predictor": predictor.identity,
+            "served_from": REGISTRY,
         }
         return ServedModel(predictor, self.model_uri, version, self.alias, info)
 
     def _switch(self, served: ServedModel) -> bool:
         previous, self._current = self._current, served
         log.info(
-            "serving %s version %s (was %s)",
+            "serving %s version %s from the %s (was %s)",
             self.model_uri,
             served.version or served.uri,
+            served.source,
             previous.version if previous else "none",
         )
-        if previous is not None and previous.version and previous.version != served.version:
+        if previous is not None and previous.source == REGISTRY and previous.version != served.version:
             # The old model is in memory (in-flight requests keep it); its downloaded files are not needed.
             shutil.rmtree(self.workdir / f"v{previous.version}", ignore_errors=True)
         return True
@@ -202,13 +262,115 @@ class ServedModels:
         return {
             "ready": current is not None,
             "model": current.label if current else None,
+            "served_from": current.source if current else None,
             "model_uri": self.model_uri,
             "registry": {
                 "reachable": self.health.reachable,
                 "last_check": self.health.last_check,
                 "last_error": self.health.last_error,
                 "refused_versions": dict(self.health.refused),
+                "cache_error": self.health.cache_error,
             }
             if self.from_registry
             else None,
         }
+
+
+def _slug(model_uri: str) -> str:
+    """A folder name for `model_uri` (`models:/dfguard-detector@champion` -> `dfguard-detector@champion`)."""
+    return model_uri.removeprefix("models:/").replace("/", "_")
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder`, by path relative to it."""
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with path.open("rb") as handle:
+            digests[path.relative_to(folder).as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+class ModelCache:
+    """The cached copy of the last model a service loaded from the registry for one model URI.
+
+    `folder` holds `cached.json` and the copy it names, `v<version>-<weights sha>/`. A copy is written
+    under a temporary name and renamed into place, then `cached.json` is replaced: a service killed
+    half-way, or two workers saving at once, leave the previous record naming a whole copy.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+
+    @property
+    def record_path(self) -> Path:
+        return self.folder / CACHE_RECORD
+
+    def save(self, served: ServedModel, registry: str) -> None:
+        """Record `served` (loaded from `registry`) as the cached model; a failure is logged, never
+        raised: the service serves on without a cache."""
+        try:
+            source = served.predictor.model_dir
+            files = _digests(source)  # of the files that loaded and passed the smoke test
+            name = f"v{served.version}-{served.predictor.weights_sha256[:16]}"
+            copy = self.folder / name
+            if not copy.is_dir() or _digests(copy) != files:  # a copy left damaged is replaced
+                shutil.rmtree(copy, ignore_errors=True)
+                self._copy(source, copy)
+            record = {
+                "model_uri": served.uri,
+                "registry": registry,
+                "version": served.version,
+                "cached_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "copy": name,
+                "files": files,
+                "info": served.info,
+            }
+            partial = self.folder / f".{CACHE_RECORD}.{uuid.uuid4().hex}.partial"
+            try:
+                partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+                partial.replace(self.record_path)
+            finally:
+                partial.unlink(missing_ok=True)  # a write that failed (disk full) leaves nothing
+            for other in self.folder.iterdir():  # older copies; `.`-names are other workers' writes
+                if other.is_dir() and other.name != name and not other.name.startswith("."):
+                    shutil.rmtree(other, ignore_errors=True)
+        except Exception as err:
+            log.warning(
+                "could not cache version %s in %s: %s: %s",
+                served.version,
+                self.folder,
+                type(err).__name__,
+                err,
+            )
+
+    def _copy(self, source: Path, copy: Path) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f".{copy.name}.{uuid.uuid4().hex}.partial"
+        try:
+            shutil.copytree(source, partial)
+            os.rename(partial, copy)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not copy.is_dir():  # another worker's rename of the same version wins otherwise
+                raise
+
+    def load(self, alias: str) -> ServedModel:
+        """The cached model, loaded and smoke-tested; FileNotFoundError without one, ValueError when a
+        file is missing or does not match its recorded digest."""
+        if not self.record_path.is_file():
+            raise FileNotFoundError(f"nothing cached yet ({self.record_path} does not exist)")
+        record = json.loads(self.record_path.read_text())
+        copy = self.folder / record["copy"]
+        found = _digests(copy) if copy.is_dir() else {}
+        wrong = sorted(name for name, digest in record["files"].items() if found.get(name) != digest)
+        if wrong:
+            raise ValueError(f"{copy}: {', '.join(wrong)} missing or not as cached (SHA-256 differs)")
+        predictor = Predictor(copy)
+        _smoke_test(predictor)
+        info = {
+            **record["info"],
+            "predictor": predictor.identity,
+            "served_from": CACHE,
+            "cache": {"cached_at": record["cached_at"], "registry": record["registry"], "folder": str(copy)},
+        }
+        return ServedModel(predictor, record["model_uri"], record["version"], alias, info, CACHE)

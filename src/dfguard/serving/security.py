@@ -56,12 +56,14 @@ KEY_ID_STATE = "dfguard_key_id"
 
 # BentoML's own probes, metrics and docs UI: open to anyone, and never rate limited (a prober or a
 # metrics scraper must not use up a caller's allowance, nor be turned away by it).
-DEFAULT_PUBLIC_PATHS = ("/livez", "/readyz", "/metrics", "/docs.json", "/docs", "/")
+DEFAULT_PUBLIC_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/docs", "/")
 DEFAULT_PUBLIC_PREFIXES = ("/static_content/",)
 DEFAULT_ADMIN_PATHS = ("/admin/reload",)
-# The routes that take one upload, and the ones that take several.
-DEFAULT_UPLOAD_PATHS = ("/detect", "/detect_job/submit")
+# The routes that take one upload (`/detect_job` is BentoML's synchronous call of the job), and the
+# ones that take several; and the form field that carries the upload(s) on each.
+DEFAULT_UPLOAD_PATHS = ("/detect", "/detect_job", "/detect_job/submit")
 DEFAULT_BATCH_PATHS = ("/detect/batch",)
+UPLOAD_FIELD, BATCH_FIELD = "file", "files"
 
 MB = 1024 * 1024  # the `*_mb` settings are MiB, as `ls -lh` shows sizes
 # A multipart body is its files plus boundaries and part headers (a few hundred bytes per part); this
@@ -408,7 +410,11 @@ class BodyLimitMiddleware:
     """A cap on each request's body, by path, enforced up front from `Content-Length` and again while
     the body streams in (chunked bodies have no length): past it the answer is 413 and the app is told
     the client went away. The body is counted, never buffered. A multipart form's framing is checked
-    as it streams, too: a malformed one gets 400 here, where BentoML 1.4 would answer 500.
+    as it streams, too: a malformed one gets 400 here, where BentoML 1.4 would answer 500. So does a
+    form whose upload field (`upload_field` on `upload_paths`, `batch_field` on `batch_paths`) is text,
+    which BentoML would take for a URL and download (public addresses only, but past every size cap,
+    and 500 when it fails), or with a file in any other field, which it would decode as JSON text (500
+    for binary content); and an upload path answers 415 to a URL-encoded form.
 
     An upload's kind is only known from its bytes, so `upload_paths` are capped at the largest kind's
     (video); the service checks the image cap itself once it has sniffed the upload. `batch_paths` are
@@ -423,8 +429,13 @@ class BodyLimitMiddleware:
         batch_paths: Iterable[str] = DEFAULT_BATCH_PATHS,
         batch_max_mb: float | None = None,
         other_max_bytes: int = DEFAULT_OTHER_MAX_BYTES,
+        upload_field: str = UPLOAD_FIELD,
+        batch_field: str = BATCH_FIELD,
     ) -> None:
         self.app = app
+        self._fields = {path: upload_field for path in upload_paths} | {
+            path: batch_field for path in batch_paths
+        }
         upload_cap = size_cap_for("video", cfg) + MULTIPART_ALLOWANCE
         batch_mb = min(cfg.max_batch_files * cfg.max_video_mb, BATCH_CEILING_MB)
         batch_cap = int((batch_max_mb or batch_mb) * MB) + cfg.max_batch_files * MULTIPART_ALLOWANCE
@@ -434,6 +445,10 @@ class BodyLimitMiddleware:
     def cap_for_path(self, path: str) -> int:
         """The most bytes a request body to `path` may hold."""
         return self._caps.get(path.rstrip("/") or "/", self._other_max_bytes)
+
+    def upload_field_for_path(self, path: str) -> str | None:
+        """The form field that carries files on `path` (None: no field may)."""
+        return self._fields.get(path.rstrip("/") or "/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -448,10 +463,23 @@ class BodyLimitMiddleware:
             await send_error(send, 413, "TOO_LARGE", _too_large(cap))
             return
 
+        upload_field = self.upload_field_for_path(scope["path"])
+        kind, options = parse_options_header(_header(scope["headers"], b"content-type") or "")
+        # BentoML reads a URL-encoded form as it reads a multipart one, but such a form has no files:
+        # its upload field could only be text, a URL BentoML would download.
+        if upload_field is not None and kind == b"application/x-www-form-urlencoded":
+            message = f"send the upload as multipart/form-data, the file in the `{upload_field}` field"
+            await send_error(send, 415, "UNSUPPORTED_MEDIA_TYPE", message)
+            return
+        form = (
+            _FormChecker(options.get(b"boundary", b""), upload_field)
+            if kind == b"multipart/form-data"
+            else None
+        )
+
         received = 0
         refused = False
         response_started = False
-        form = _multipart_checker(scope["headers"])
 
         async def refuse(status: int, code: str, message: str) -> Message:
             nonlocal refused
@@ -477,6 +505,8 @@ class BodyLimitMiddleware:
                     form.write(chunk)
                     if not message.get("more_body", False):
                         form.finalize()
+                except FormFieldError as err:
+                    return await refuse(400, err.code, str(err))
                 except (MultipartParseError, ValueError) as err:
                     return await refuse(400, "MALFORMED_REQUEST", f"the multipart form cannot be read: {err}")
             return message
@@ -499,16 +529,63 @@ class BodyLimitMiddleware:
             log.debug("app raised after its request body was refused", exc_info=True)
 
 
-def _multipart_checker(headers: Iterable[tuple[bytes, bytes]]) -> MultipartParser | None:
-    """A streaming parser of a multipart/form-data body that only checks its framing (None for another
-    content type): BentoML 1.4 answers a malformed form with 500, so the guard finds it first (400)."""
-    content_type = _header(headers, b"content-type")
-    if content_type is None:
-        return None
-    kind, options = parse_options_header(content_type)
-    if kind != b"multipart/form-data":
-        return None
-    return MultipartParser(options.get(b"boundary", b""), callbacks={})
+class FormFieldError(ValueError):
+    """A form field of the wrong kind: `code` NOT_A_FILE (text where a file belongs) or UNEXPECTED_FILE
+    (a file where none does)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _FormChecker:
+    """A streaming parser of a multipart/form-data body that checks its framing (BentoML 1.4 answers a
+    malformed form with 500, so the guard finds it first), that every part has a name, and that the
+    parts named `upload_field` are files and no others are (a part is a file when its
+    Content-Disposition has a filename, as Starlette decides); it keeps nothing of their content."""
+
+    def __init__(self, boundary: bytes, upload_field: str | None) -> None:
+        self._upload_field = upload_field
+        self._field = bytearray()
+        self._value = bytearray()
+        self._disposition = b""
+        callbacks = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+        }
+        self._parser = MultipartParser(boundary, callbacks=callbacks)
+
+    def write(self, chunk: bytes) -> None:
+        self._parser.write(chunk)
+
+    def finalize(self) -> None:
+        self._parser.finalize()
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+
+    def _header_end(self) -> None:
+        if bytes(self._field).lower() == b"content-disposition":
+            self._disposition = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if not options.get(b"name"):
+            raise ValueError("a form part has no Content-Disposition name")
+        name = options[b"name"].decode("latin-1")
+        is_file = b"filename" in options
+        if name == self._upload_field and not is_file:
+            raise FormFieldError(
+                "NOT_A_FILE", f"the form field `{name}` must be a file (a part with a filename)"
+            )
+        if is_file and name != self._upload_field:
+            takes = f"only `{self._upload_field}` does" if self._upload_field else "this path takes none"
+            raise FormFieldError("UNEXPECTED_FILE", f"the form field `{name}` takes no file: {takes}")
 
 
 def _too_large(cap: int) -> str:
