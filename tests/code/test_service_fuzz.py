@@ -186,6 +186,18 @@ def test_a_file_in_a_field_that_takes_none_is_refused(service, inference_media):
         assert response.json()["error"]["code"] == "UNEXPECTED_FILE"
 
 
+def test_an_upload_named_past_the_filesystems_limit_is_refused_not_a_500(service, inference_media):
+    """BentoML names its temporary file after the upload: 300 bytes made it raise OSError (500)."""
+    photo = (inference_media / "portrait.png").read_bytes()
+    with service.client() as client:
+        long = client.post("/detect", files={"file": ("a" * 300 + ".png", photo)})
+        longest = client.post("/detect", files={"file": ("a" * 196 + ".png", photo)})
+    assert long.status_code == 400, long.text
+    assert long.json()["error"]["code"] == "FILENAME_TOO_LONG"
+    assert longest.status_code == 200, longest.text
+    assert longest.json()["verdict"] in {"FAKE", "REAL", "UNCERTAIN"}
+
+
 def test_errors_of_bentoml_and_starlette_have_the_service_shape(service, inference_media):
     photo = (inference_media / "portrait.png").read_bytes()
     with service.client() as client:

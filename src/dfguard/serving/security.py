@@ -529,9 +529,12 @@ class BodyLimitMiddleware:
             log.debug("app raised after its request body was refused", exc_info=True)
 
 
+MAX_FILENAME_BYTES = 200  # an upload's file name, as sent; its name never becomes a path here
+
+
 class FormFieldError(ValueError):
-    """A form field of the wrong kind: `code` NOT_A_FILE (text where a file belongs) or UNEXPECTED_FILE
-    (a file where none does)."""
+    """A form field dfguard refuses: `code` NOT_A_FILE (text where a file belongs), UNEXPECTED_FILE
+    (a file where none does) or FILENAME_TOO_LONG."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -586,6 +589,14 @@ class _FormChecker:
         if is_file and name != self._upload_field:
             takes = f"only `{self._upload_field}` does" if self._upload_field else "this path takes none"
             raise FormFieldError("UNEXPECTED_FILE", f"the form field `{name}` takes no file: {takes}")
+        # BentoML names its temporary file after the upload's name: one past the filesystem's 255-byte
+        # limit would fail there with OSError (a 500) before dfguard saw the upload.
+        filename = options.get(b"filename", b"")
+        if len(filename) > MAX_FILENAME_BYTES:
+            raise FormFieldError(
+                "FILENAME_TOO_LONG",
+                f"the uploaded file's name is {len(filename)} bytes long: at most {MAX_FILENAME_BYTES}",
+            )
 
 
 def _too_large(cap: int) -> str:
