@@ -157,7 +157,11 @@ def _row(
         wait_for_version(served, result.challenger, 10 * cfg.serve.reload_interval_s + 120)
         serving_s = round(time.monotonic() - last_label, 1)
         after = verdict_figures(holdout, judge_all(served, holdout, "holdout, served", progress))
-    challenger = judges.figures(result.challenger, holdout, progress) if result.challenger else {}
+    challenger: dict[str, Any] = {}
+    if result.promoted:
+        challenger = after  # promoted: the challenger alias moved to champion, and it is what serves
+    elif result.challenger:
+        challenger = judges.figures(result.challenger, holdout, progress)
     frozen = result.scores.get("frozen", {})
     old = frozen.get("champion", {}).get("auc", float("nan"))
     new = frozen.get("challenger", {}).get("auc", float("nan"))
