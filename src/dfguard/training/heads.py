@@ -35,9 +35,12 @@ BATCH = 256
 def feature_rows(
     model: ClipFrozen, faces: pd.DataFrame, features_dir: str, progress: str = ""
 ) -> tuple[list[str], np.ndarray]:
-    """(keys, features) of each face's crop, from the store in `features_dir` where held."""
+    """(keys, features) of each face's crop, from the store in `features_dir` where held. A crop named
+    more than once (the loop's replay mix repeats feedback rows to reach their share) is read once."""
     store = feature_store(Path(features_dir))
-    return embed_crop_files(model.backbone, faces["crop_path"].tolist(), store, progress=progress)
+    unique, index = np.unique(np.asarray(faces["crop_path"].tolist(), dtype=object), return_inverse=True)
+    keys, features = embed_crop_files(model.backbone, unique.tolist(), store, progress=progress)
+    return [keys[i] for i in index], features[index]
 
 
 def training_set(
