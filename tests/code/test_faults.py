@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -113,13 +114,21 @@ def _served(root: Path, name: str, registry: dict, cache_dir: Path) -> Iterator[
         yield url
 
 
+def _registry_with_a_champion(
+    template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, RegistryConfig, str]:
+    """A local registry whose champion is a tiny model (version `first`)."""
+    client, registry = store_from(template_db, tmp_path / "mlflow", monkeypatch)
+    first = register_tiny(client, save_tiny_model(tmp_path / "v1", seed=1), evaluation(0.7))
+    move_alias(client, CHAMPION, first)
+    return client, registry, first
+
+
 @pytest.mark.slow  # two starts of the service: about a minute on 2 cores
 def test_a_service_started_while_the_registry_is_down_serves_its_cached_champion(
     tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, registry = store_from(template_db, tmp_path / "mlflow", monkeypatch)
-    first = register_tiny(client, save_tiny_model(tmp_path / "v1", seed=1), evaluation(0.7))
-    move_alias(client, CHAMPION, first)
+    client, registry, first = _registry_with_a_champion(template_db, tmp_path, monkeypatch)
     cache_dir = tmp_path / "cache"
     with _served(tmp_path, "reachable", {"root": registry.root}, cache_dir) as url:
         ready = httpx.get(f"{url}/readyz").json()
@@ -149,9 +158,7 @@ def _models(registry: RegistryConfig, tmp_path: Path) -> ServedModels:
 def test_the_cached_champion_serves_until_the_registry_can_be_read_again(
     tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, registry = store_from(template_db, tmp_path / "mlflow", monkeypatch)
-    first = register_tiny(client, save_tiny_model(tmp_path / "v1", seed=1), evaluation(0.7))
-    move_alias(client, CHAMPION, first)
+    client, registry, first = _registry_with_a_champion(template_db, tmp_path, monkeypatch)
     assert _models(registry, tmp_path).refresh()  # a service that loaded the champion, and cached it
     second = register_tiny(client, save_tiny_model(tmp_path / "v2", seed=2), evaluation(0.8))
     move_alias(client, CHAMPION, second)
