@@ -27,22 +27,17 @@ def embedded_uri(root: str | Path) -> str:
 
 def configure(cfg: RegistryConfig) -> MlflowClient:
     """A client for the configured store, with the experiment created (the embedded store's folder too)."""
+    root = Path(cfg.root)
     if cfg.tracking_uri.startswith(("http://", "https://")):
-        client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
         artifact_location = None  # the server decides where artifacts go (its --artifacts-destination)
-    elif cfg.tracking_uri:
-        # A database URL used directly (PostgreSQL): MLflow would put artifacts in ./mlruns of whichever
-        # folder the first process ran from; they go under `registry.root`, as for the embedded store
-        # (a folder every host must share, or use an `mlflow server` with --artifacts-destination).
-        client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
-        (Path(cfg.root) / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
-        artifact_location = (Path(cfg.root) / ARTIFACTS_DIR).resolve().as_uri()
     else:
-        root = Path(cfg.root)
+        # The embedded store, or a database URL used directly (PostgreSQL), where MLflow alone would put
+        # artifacts in ./mlruns of whichever folder the first process ran from: under `registry.root`
+        # (a folder every host must share, or use an `mlflow server` with --artifacts-destination).
         (root / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
-        uri = embedded_uri(root)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         artifact_location = (root / ARTIFACTS_DIR).resolve().as_uri()
+    uri = cfg.tracking_uri or embedded_uri(root)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if client.get_experiment_by_name(cfg.experiment) is None:
         try:
             client.create_experiment(cfg.experiment, artifact_location=artifact_location)
