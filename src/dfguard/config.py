@@ -185,7 +185,7 @@ class CalibrateConfig:
     faces_dir: str = FACES_DIR
     out_dir: str = CALIBRATED_DIR  # the deployable model: the trained one plus its calibration
     report_dir: str = "reports/calibrate"
-    target_accuracy: float = 0.95  # accuracy wanted on the videos that get a verdict
+    target_precision: float = 0.9  # on each side of the UNCERTAIN band: verdicts right this often
     max_uncertain_fraction: float = 0.3  # at most this share of videos may be UNCERTAIN
     # Fuse the faces' motion against the head around them (faces/motion.py) into the video logit, fitted
     # on the validation videos before the temperature. Off by default: real clips whose jaw moves as in

@@ -12,6 +12,7 @@ from dfguard.calibration.temperature import (
     FAKE,
     REAL,
     UNCERTAIN,
+    Band,
     Calibrator,
     binary_nll,
     choose_band,
@@ -68,38 +69,67 @@ def test_the_bias_recentres_logits_that_are_off_centre() -> None:
     assert cal.ece_after < 0.02 < expected_calibration_error(labels, temperature_only)
 
 
-def test_band_meets_the_accuracy_target_on_validation() -> None:
+def test_each_side_of_the_band_meets_the_precision_target_on_validation() -> None:
     logits, labels = _overconfident(n=4000, seed=1)
-    # 0.9 sits at the edge of what half the items can reach here (0.8995 to 0.9005 as the fit moves).
-    cal = fit_calibrator(logits, labels, target_accuracy=0.88, max_uncertain_fraction=0.5)
-    assert cal.target_met and cal.margin > 0
-    assert cal.decided_accuracy >= 0.88
+    cal = fit_calibrator(logits, labels, target_precision=0.9, max_uncertain_fraction=0.5)
+    assert cal.target_met and cal.real_below < cal.threshold < cal.fake_from
+    verdicts = np.array([cal.verdict(p) for p in cal.apply(logits)])
+    assert (labels[verdicts == FAKE] == 1).mean() == pytest.approx(cal.fake_precision)
+    assert (labels[verdicts == REAL] == 0).mean() == pytest.approx(cal.real_precision)
+    assert cal.fake_precision >= 0.9 and cal.real_precision >= 0.9
+    assert (verdicts == UNCERTAIN).mean() == pytest.approx(cal.uncertain_fraction)
+    # The narrowest band: one item more decided on either side and that side falls below the target.
     probs = cal.apply(logits)
-    verdicts = np.array([cal.verdict(p) for p in probs])
-    decided = verdicts != UNCERTAIN
-    assert decided.mean() == pytest.approx(1 - cal.uncertain_fraction)
-    assert ((verdicts[decided] == FAKE) == (labels[decided] == 1)).mean() >= 0.88
+    nearest_fake_side = probs[(probs >= cal.threshold) & (probs < cal.fake_from)].max()
+    assert (labels[probs >= nearest_fake_side] == 1).mean() < 0.9
 
 
-def test_choose_band_hand_case() -> None:
-    # Threshold 0.5; the two samples nearest to it (distance .05) are the two mistakes.
-    probs = np.array([0.95, 0.9, 0.1, 0.05, 0.55, 0.45, 0.6, 0.4])
-    labels = np.array([1, 1, 0, 0, 0, 1, 1, 0])
-    assert choose_band(probs, labels, 0.5, target_accuracy=1.0, max_uncertain_fraction=0.5) == (
-        pytest.approx(0.1),
-        True,
+def test_choose_band_hand_case_fits_the_two_sides_apart() -> None:
+    # Threshold 0.5. Above it: fakes at .9, .8, .7, a real at .6 (the FAKE side needs one undecided
+    # to reach precision 1). Below it: reals at .1, .2, fakes at .4 and .45 (two undecided).
+    probs = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.4, 0.45])
+    labels = np.array([1, 1, 1, 0, 0, 0, 1, 1])
+    band = choose_band(probs, labels, 0.5, target_precision=1.0, max_uncertain_fraction=0.5)
+    assert band == Band(real_below=pytest.approx(0.4), fake_from=pytest.approx(0.7), target_met=True)
+    # At a precision of 0.6, the FAKE side needs no band (3 of 4 right); the REAL side needs one
+    # undecided, the 0.45 (then 2 of 3 called REAL are reals).
+    band = choose_band(probs, labels, 0.5, target_precision=0.6, max_uncertain_fraction=0.5)
+    assert band == Band(real_below=pytest.approx(0.45), fake_from=0.5, target_met=True)
+    # All right on both sides: no band at all, the edges are the threshold.
+    assert choose_band(probs[[0, 1, 4, 5]], labels[[0, 1, 4, 5]], 0.5) == Band(0.5, 0.5, True)
+
+
+def test_a_cap_too_small_for_the_target_narrows_both_sides_and_says_so() -> None:
+    probs = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.4, 0.45])
+    labels = np.array([1, 1, 1, 0, 0, 0, 1, 1])
+    # The target needs 3 of 8 undecided; a cap of 2 keeps 1 of the FAKE side's and 1 of the REAL's.
+    band = choose_band(probs, labels, 0.5, target_precision=1.0, max_uncertain_fraction=0.25)
+    assert not band.target_met
+    undecided = (probs >= band.real_below) & (probs < band.fake_from)
+    assert undecided.sum() <= 2 and undecided.sum() >= 1
+    # No fake on a side at all: nothing is called FAKE, whatever its probability.
+    never = choose_band(
+        np.array([0.9, 0.2]), np.array([0, 0]), 0.5, target_precision=0.9, max_uncertain_fraction=1.0
     )
-    margin, met = choose_band(probs, labels, 0.5, target_accuracy=1.0, max_uncertain_fraction=0.1)
-    assert not met and margin == pytest.approx(0.05)  # the cap allows no band: every sample decided
-    assert choose_band(probs[:4], labels[:4], 0.5) == (0.0, True)  # all correct: no band needed
+    assert never.fake_from > 1.0 and never.real_below == 0.5
+
+
+def test_an_empty_band_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    logits = np.array([-4.0, -3.0, -2.0, 2.0, 3.0, 4.0])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    with caplog.at_level("WARNING"):
+        cal = fit_calibrator(logits, labels)
+    assert cal.real_below == cal.fake_from == cal.threshold
+    assert "UNCERTAIN band is empty" in caplog.text
 
 
 def test_verdicts_and_json_round_trip(tmp_path: Path) -> None:
     cal = Calibrator(
         temperature=2.0,
         threshold=0.5,
-        margin=0.1,
-        target_accuracy=0.95,
+        real_below=0.35,
+        fake_from=0.6,
+        target_precision=0.9,
         target_met=True,
         n_validation=10,
         ece_before=0.2,
@@ -109,7 +139,28 @@ def test_verdicts_and_json_round_trip(tmp_path: Path) -> None:
         uncertain_fraction=0.2,
         decided_accuracy=0.96,
     )
-    assert cal.verdict(0.55) == UNCERTAIN and cal.verdict(0.45) == UNCERTAIN
-    assert cal.verdict(0.65) == FAKE and cal.verdict(0.35) == REAL
+    assert cal.verdict(0.55) == UNCERTAIN and cal.verdict(0.4) == UNCERTAIN and cal.verdict(0.35) == UNCERTAIN
+    assert cal.verdict(0.6) == FAKE and cal.verdict(0.3499) == REAL
     assert Calibrator.load(cal.save(tmp_path / "calibration.json")) == cal
     assert cal.apply(np.array([2.0]))[0] == pytest.approx(expit(1.0))
+
+
+def test_a_calibration_saved_with_a_symmetric_margin_still_loads() -> None:
+    legacy = {
+        "temperature": 1.0,
+        "threshold": 0.4,
+        "margin": 0.1,
+        "target_accuracy": 0.95,
+        "target_met": True,
+        "n_validation": 48,
+        "ece_before": 0.1,
+        "ece_after": 0.05,
+        "nll_before": 0.6,
+        "nll_after": 0.5,
+        "uncertain_fraction": 0.2,
+        "decided_accuracy": 0.9,
+        "bias": 0.0,
+    }
+    cal = Calibrator.from_dict(legacy)
+    assert (cal.real_below, cal.fake_from) == (pytest.approx(0.3), pytest.approx(0.5))
+    assert cal.verdict(0.45) == UNCERTAIN and cal.verdict(0.55) == FAKE and cal.verdict(0.25) == REAL

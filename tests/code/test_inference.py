@@ -165,8 +165,9 @@ def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
         calibrator = Calibrator(
             temperature=temperature,
             threshold=threshold,
-            margin=0.05,
-            target_accuracy=0.95,
+            real_below=threshold - 0.05,
+            fake_from=threshold + 0.05,
+            target_precision=0.9,
             target_met=True,
             n_validation=10,
             ece_before=0.1,

@@ -137,7 +137,7 @@ def world(tmp_path, champion_model) -> World:
     cfg.feedback = FeedbackConfig(root=str(tmp_path / "feedback"))
     cfg.train = dataclasses.replace(cfg.train, faces_dir=str(faces_dir))
     cfg.evaluate = dataclasses.replace(evaluate, out_dir=str(tmp_path / "evaluate"))
-    cfg.calibrate = dataclasses.replace(cfg.calibrate, target_accuracy=0.9, max_uncertain_fraction=0.5)
+    cfg.calibrate = dataclasses.replace(cfg.calibrate, target_precision=0.9, max_uncertain_fraction=0.5)
     # Tiny data: 6 test videos cannot show an ECE under 0.1, and calibration is not what is tested.
     cfg.promotion = dataclasses.replace(cfg.promotion, max_ece=1.0)
     cfg.loop = LoopConfig(

@@ -57,7 +57,7 @@ def run_calibrate(cfg: CalibrateConfig, progress: bool = True) -> CalibrateResul
     motion = _motion_fusion(cfg, logits, drift, labels)
     if motion is not None:
         logits = motion.fuse(logits, drift)
-    calibrator = fit_calibrator(logits, labels, cfg.target_accuracy, cfg.max_uncertain_fraction)
+    calibrator = fit_calibrator(logits, labels, cfg.target_precision, cfg.max_uncertain_fraction)
     photo = _photo_calibrator(cfg, faces)
 
     # Written beside the destination, then swapped in: a half-written model folder is never served.
@@ -102,7 +102,7 @@ def _photo_calibrator(cfg: CalibrateConfig, faces: pd.DataFrame) -> Calibrator:
     return fit_calibrator(
         frames["logit"].to_numpy(),
         frames["target"].to_numpy(),
-        cfg.target_accuracy,
+        cfg.target_precision,
         cfg.max_uncertain_fraction,
     )
 

@@ -60,7 +60,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         )
     print(
         f"calibrated model: {result.model_dir}: temperature {c.temperature:.3f}, "
-        f"threshold {c.threshold:.3f}, UNCERTAIN band +-{c.margin:.3f}; "
+        f"threshold {c.threshold:.3f}, UNCERTAIN from {c.real_below:.3f} to {c.fake_from:.3f}; "
         f"validation ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
     )
     return 0

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from dfguard.models.base import Detector, FrameDetector
-from dfguard.models.clip import EMBED_DIM, EMBEDS_OUTPUT, WIDTH, clip_onnx_path, unsaturated_graph
-from dfguard.models.clip_frozen import ClipFrozen
+from dfguard.models.clip import WIDTH, clip_onnx_path, token_outputs, unsaturated_graph
+from dfguard.models.clip_frozen import CLS_BLOCKS, ClipFrozen, features_of_states
 from dfguard.models.io import CONFIG_NAME, load_detector
 
 CHECK_BATCH = 3
@@ -44,14 +44,15 @@ class _Outputs(nn.Module):
 
 
 class _FrozenHead(nn.Module):
-    """`clip_frozen` after its INT8 graph: (image_embeds, token states) -> (logits, features)."""
+    """`clip_frozen` after its INT8 graph: the token states after each of its blocks -> (logits,
+    features)."""
 
     def __init__(self, model: ClipFrozen) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, embeds: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model.judge(torch.cat([embeds, tokens[:, 1:].mean(dim=1)], dim=1))
+    def forward(self, *states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.judge(features_of_states(states))
         return out.logits, out.features
 
 
@@ -63,19 +64,18 @@ def _export_frozen_clip(model: ClipFrozen, out: Path) -> None:
     from onnx import compose
 
     clip = onnx.load_from_string(unsaturated_graph(clip_onnx_path()))
-    tokens = next(o.name for o in clip.graph.output if o.name != EMBEDS_OUTPUT)
+    _, states = token_outputs(clip, CLS_BLOCKS)
+    head_inputs = [f"head_block{block}" for block in CLS_BLOCKS]
     opset = next(o.version for o in clip.opset_import if o.domain in ("", "ai.onnx"))
     head_path = out.with_suffix(".head.onnx")
     try:
         torch.onnx.export(
             _FrozenHead(model).eval(),
-            (torch.zeros(2, EMBED_DIM), torch.zeros(2, 197, WIDTH)),
+            tuple(torch.zeros(2, 197, WIDTH) for _ in CLS_BLOCKS),
             str(head_path),
-            input_names=["head_embeds", "head_tokens"],
+            input_names=head_inputs,
             output_names=["logits", "features"],
-            dynamic_axes={
-                name: {0: "batch"} for name in ("head_embeds", "head_tokens", "logits", "features")
-            },
+            dynamic_axes={name: {0: "batch"} for name in (*head_inputs, "logits", "features")},
             opset_version=opset,
             dynamo=False,
         )
@@ -86,7 +86,7 @@ def _export_frozen_clip(model: ClipFrozen, out: Path) -> None:
     merged = compose.merge_models(
         clip,
         head,
-        io_map=[(EMBEDS_OUTPUT, "head_embeds"), (tokens, "head_tokens")],
+        io_map=list(zip(states, head_inputs, strict=True)),
         outputs=["logits", "features"],
     )
     for node in merged.graph.node:

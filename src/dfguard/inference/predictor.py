@@ -131,11 +131,11 @@ class Predictor:
             raise ValueError(f"{self.model_dir} records no preprocessing contract: not a dfguard model")
         self.contract = PreprocessingContract.from_json(json.dumps(config["contract"]))
         self.aggregation: dict[str, Any] = config.get("aggregation", {"frames": "mean"})
-        self.calibrator = Calibrator(**config["calibration"]) if config.get("calibration") else None
+        self.calibrator = Calibrator.from_dict(config["calibration"]) if config.get("calibration") else None
         # Items without motion (a photo, a track of one face) are judged by the appearance alone, on its
         # own calibration: the videos' one expects motion evidence they do not have.
         photo = config.get("photo_calibration")
-        self.photo_calibrator = Calibrator(**photo) if photo else None
+        self.photo_calibrator = Calibrator.from_dict(photo) if photo else None
         self.motion = MotionFusion(**config["motion"]) if config.get("motion") else None
         # Names the exact weights behind a prediction, registered or not (feedback, drift, audits).
         with (self.model_dir / WEIGHTS_NAME).open("rb") as weights:

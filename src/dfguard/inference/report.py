@@ -55,10 +55,15 @@ def write_report(prediction: Prediction, predictor: Predictor, media_path: Path,
 
 def _timeline(prediction: Prediction, predictor: Predictor, path: Path) -> None:
     scored = [f for f in prediction.frames if f.probability is not None]
-    threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
-    margin = predictor.calibrator.margin if predictor.calibrator else DEFAULT_MARGIN
+    calibrator = predictor.calibrator
+    threshold = calibrator.threshold if calibrator else 0.5
+    band = (
+        (calibrator.real_below, calibrator.fake_from)
+        if calibrator
+        else (0.5 - DEFAULT_MARGIN, 0.5 + DEFAULT_MARGIN)
+    )
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.axhspan(threshold - margin, threshold + margin, color="grey", alpha=0.2, label="UNCERTAIN band")
+    ax.axhspan(*band, color="grey", alpha=0.2, label="UNCERTAIN band")
     ax.axhline(threshold, color="black", lw=0.8, ls="--", label="threshold")
     ax.plot([f.timestamp_s for f in scored], [f.probability for f in scored], marker="o", label="frame")
     ax.axhline(prediction.probability, color="tab:red", lw=1.2, label=f"video: {prediction.verdict}")

