@@ -132,6 +132,18 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_bars(values: Mapping[str, float], path: str | Path, xlabel: str, title: str) -> Path:
+    """One horizontal bar per named value, in the order given, each labelled with its value."""
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(values) + 1.2))
+    names = list(values)[::-1]
+    bars = ax.barh(names, [values[name] for name in names], color="tab:blue")
+    ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    ax.axvline(0.5, color="black", linewidth=0.5)
+    ax.set(xlabel=xlabel, xlim=(0.4, 1.05), title=title)
+    ax.tick_params(axis="y", labelsize=7)
+    return _save(fig, path)
+
+
 def plot_learning_curve(points: list[dict], path: str | Path, title: str = "Learning curve") -> Path:
     """Pooled held-out video AUC (with its interval over people), per method and within-person, against
     the mean number of people each fold trained on (`learning_curve.curve_point`)."""

@@ -84,6 +84,30 @@ def _learning_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip_layers(args: argparse.Namespace) -> int:
+    from dfguard.studies.clip_layers import PLOT_NAME, run_clip_layer_study
+
+    cfg = config_from(args, {})
+    result = run_clip_layer_study(
+        cfg.train.faces_dir,
+        cfg.train.manifest_path,
+        args.out,
+        split=args.split,
+        per_video=args.per_video,
+        folds=args.folds,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(
+        f"CLIP features on the {result['split']} split ({result['videos']} videos, {result['faces']} faces, "
+        f"{result['folds']} folds over people): held-out video AUC of a logistic regression"
+    )
+    for name, auc in result["video_auc"].items():
+        print(f"  {auc:.3f}  {name}")
+    print(f"  -> {Path(args.out) / PLOT_NAME}")
+    return 0
+
+
 def _add_study_flags(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--folds", type=int, default=5, help="groups of people (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="shuffles people into folds (default: 0)")
@@ -118,3 +142,16 @@ def add_commands(commands: Commands) -> None:
         help="shares of each fold's training people, one cross-validation each (default: %(default)s)",
     )
     curve.set_defaults(func=_learning_curve)
+
+    layers = commands.add_parser(
+        "clip-layers", help="which CLIP blocks' features tell fakes apart, cross-validated over people"
+    )
+    layers.add_argument("--split", default="train", help="whose people (default: %(default)s)")
+    layers.add_argument("--per-video", type=int, default=6, help="faces per video (default: %(default)s)")
+    layers.add_argument("--folds", type=int, default=5, help="groups of people (default: %(default)s)")
+    layers.add_argument("--seed", type=int, default=0, help="shuffles people into folds (default: 0)")
+    layers.add_argument(
+        "--out", default="reports/clip-layers", help="where results go (default: %(default)s)"
+    )
+    layers.add_argument("--no-progress", action="store_true")
+    layers.set_defaults(func=_clip_layers)
