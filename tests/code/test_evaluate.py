@@ -78,7 +78,15 @@ def test_calibrate_writes_a_deployable_copy_with_its_report(
         and predictor.calibrator.temperature == config["calibration"]["temperature"]
     )
     report = json.loads((tmp_path / "calibration-report" / "metrics.json").read_text())
-    assert report.keys() >= {"ece_before", "ece_after", "temperature", "threshold", "margin", "photo"}
+    assert report.keys() >= {
+        "ece_before",
+        "ece_after",
+        "temperature",
+        "threshold",
+        "real_below",
+        "fake_from",
+        "photo",
+    }
     assert (tmp_path / "calibration-report" / "reliability_validation.png").stat().st_size > 0
 
 

@@ -195,7 +195,21 @@ def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
 
 def _calibrator(temperature: float, threshold: float) -> dict[str, object]:
     return dataclasses.asdict(
-        Calibrator(temperature, threshold, 0.05, 0.95, True, 10, 0.1, 0.05, 0.5, 0.4, 0.1, 0.95)
+        Calibrator(
+            temperature=temperature,
+            threshold=threshold,
+            real_below=threshold - 0.05,
+            fake_from=threshold + 0.05,
+            target_precision=0.9,
+            target_met=True,
+            n_validation=10,
+            ece_before=0.1,
+            ece_after=0.05,
+            nll_before=0.5,
+            nll_after=0.4,
+            uncertain_fraction=0.1,
+            decided_accuracy=0.95,
+        )
     )
 
 

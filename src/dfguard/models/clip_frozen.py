@@ -42,6 +42,11 @@ from dfguard.models.registry import register_model
 
 CLS_BLOCKS = tuple(range(DEPTH - 8, DEPTH))  # the blocks (0-based) whose CLS token is a feature
 FEATURE_DIM = WIDTH * (len(CLS_BLOCKS) + 1)  # their CLS tokens + the last block's mean patch token
+# What the detector exposes as its features (`DetectorOutput.features`, `feature_dim`): the last
+# block's CLS and mean patch tokens, the face as CLIP sums it up. Every prediction stores their mean
+# and the drift reports compare them: the head's whole input would make each stored prediction five
+# times larger and a report slower, for no better view of a change in what clients send.
+EXPOSED_DIM = 2 * WIDTH
 HEADS = ("linear", "mlp")
 RECENT_FEATURES = 10_000  # kept in memory per process: 280 MB at most
 FEATURE_LAYOUT = "clip_vit_b16 int8: CLS tokens after blocks 5-12 (8 x 768) + mean patch token (768), v2"
@@ -231,6 +236,7 @@ class ClipFrozen(FrameDetector):
                 nn.Dropout(dropout),
                 nn.Linear(hidden, 1),
             )
+        self.feature_dim = EXPOSED_DIM
         self.register_buffer("feature_mean", torch.zeros(FEATURE_DIM))
         self.register_buffer("feature_scale", torch.ones(FEATURE_DIM))
         self._twin: list[ClipGradientTwin] = []  # in a list: not a submodule, so never in the state
@@ -261,9 +267,10 @@ class ClipFrozen(FrameDetector):
         self.feature_scale.copy_(torch.from_numpy(features.std(axis=0) + 1e-6))
 
     def judge(self, features: torch.Tensor) -> DetectorOutput:
-        """The head's output for backbone features (B, FEATURE_DIM)."""
+        """The head's output for backbone features (B, FEATURE_DIM); its `features` are the last
+        `EXPOSED_DIM` of them (see `EXPOSED_DIM`)."""
         standard = (features - self.feature_mean) / self.feature_scale
-        return output_from(self.head(standard).squeeze(1), features)
+        return output_from(self.head(standard).squeeze(1), features[:, -EXPOSED_DIM:])
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         check_frames(images)
