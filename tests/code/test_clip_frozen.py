@@ -22,7 +22,7 @@ from dfguard.models.clip_frozen import (
     feature_store,
     features_of_states,
 )
-from dfguard.models.features import FeatureStore, discard_other_store, input_key, use_store
+from dfguard.models.features import FeatureStore, input_key, use_store
 from dfguard.models.scoring import score_crop_files
 from dfguard.training.data import load_faces
 from dfguard.training.embed import read_variants, run_embed, sbi_variant
@@ -42,8 +42,8 @@ def test_the_store_appends_new_keys_only_and_refuses_another_backbones_features(
     with pytest.raises(ValueError, match="backbone A"):
         FeatureStore(tmp_path / "store", "backbone B", 4).lookup(["a"])
     # Its owner, finding another layout there, starts afresh; the same layout is kept.
-    assert not discard_other_store(tmp_path / "store", "backbone A", 4)
-    assert discard_other_store(tmp_path / "store", "backbone B", 4)
+    assert not FeatureStore(tmp_path / "store", "backbone A", 4).discard_if_other()
+    assert FeatureStore(tmp_path / "store", "backbone B", 4).discard_if_other()
     assert len(FeatureStore(tmp_path / "store", "backbone B", 4)) == 0
 
 

@@ -162,24 +162,9 @@ def test_a_calibrated_model_scales_its_logits_and_gives_verdicts_by_its_band(
     scaled = float(expit(raw.logit / temperature))
 
     def calibrated_with(threshold: float) -> Predictor:
-        calibrator = Calibrator(
-            temperature=temperature,
-            threshold=threshold,
-            real_below=threshold - 0.05,
-            fake_from=threshold + 0.05,
-            target_precision=0.9,
-            target_met=True,
-            n_validation=10,
-            ece_before=0.1,
-            ece_after=0.05,
-            nll_before=0.5,
-            nll_after=0.4,
-            uncertain_fraction=0.1,
-            decided_accuracy=0.95,
-        )
         folder = tmp_path / f"calibrated-{threshold:.3f}"
         return Predictor(
-            _with_config(trained_detector[1], folder, calibration=dataclasses.asdict(calibrator))
+            _with_config(trained_detector[1], folder, calibration=_calibrator(temperature, threshold))
         )
 
     at_threshold = calibrated_with(scaled).predict(inference_media / "face.mp4")

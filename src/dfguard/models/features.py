@@ -62,7 +62,7 @@ class FeatureStore:
         if mtime == self._loaded_mtime:
             return
         record = json.loads(record_path.read_text())
-        if record.get("backbone") != self.backbone_id or record.get("dim") != self.dim:
+        if not self._made_here(record):
             raise ValueError(
                 f"{self.folder} holds features of {record.get('backbone')!r} ({record.get('dim')} values), "
                 f"not of {self.backbone_id!r} ({self.dim}): give another folder or delete it"
@@ -74,6 +74,23 @@ class FeatureStore:
         self._rows = {key: row for row, key in enumerate(keys)}
         self._features = features
         self._loaded_mtime = mtime
+
+    def _made_here(self, record: dict) -> bool:
+        """Whether a store record is of this backbone and feature layout."""
+        return record.get("backbone") == self.backbone_id and record.get("dim") == self.dim
+
+    def discard_if_other(self) -> bool:
+        """Delete the store in the folder if another backbone or feature layout made it (True then):
+        what the owner of a store does when its layout changes, since none of its rows can be reused."""
+        with self._lock:
+            record_path = self.folder / STORE_FILE
+            if not record_path.is_file() or self._made_here(json.loads(record_path.read_text())):
+                return False
+            for name in (STORE_FILE, FEATURES_FILE, KEYS_FILE):  # the record first: then no store is seen
+                (self.folder / name).unlink(missing_ok=True)
+            self._rows, self._features = {}, np.zeros((0, self.dim), np.float32)
+            self._loaded_mtime = None
+            return True
 
     def __len__(self) -> int:
         with self._lock:
@@ -107,20 +124,6 @@ class FeatureStore:
             self._loaded_mtime = None
             self._refresh()
             return len(new)
-
-
-def discard_other_store(folder: Path, backbone_id: str, dim: int) -> bool:
-    """Delete the store in `folder` if another backbone or feature layout made it (True then): what
-    the owner of a store does when its layout changes, since none of the old rows can be reused."""
-    record_path = folder / STORE_FILE
-    if not record_path.is_file():
-        return False
-    record = json.loads(record_path.read_text())
-    if record.get("backbone") == backbone_id and record.get("dim") == dim:
-        return False
-    for name in (STORE_FILE, FEATURES_FILE, KEYS_FILE):  # the record first: a reader then sees no store
-        (folder / name).unlink(missing_ok=True)
-    return True
 
 
 def write_store(folder: Path, backbone_id: str, keys: list[str], features: np.ndarray) -> None:

@@ -30,8 +30,8 @@ from dfguard.config import EmbedConfig, save_resolved
 from dfguard.faces.crops import read_crop
 from dfguard.faces.table import read_contract, read_faces
 from dfguard.models.clip import clip_preset
-from dfguard.models.clip_frozen import FEATURE_DIM, ClipInt8Backbone, backbone_id, feature_store
-from dfguard.models.features import FeatureStore, discard_other_store
+from dfguard.models.clip_frozen import FEATURE_DIM, ClipInt8Backbone, feature_store
+from dfguard.models.features import FeatureStore
 from dfguard.runtime import torch_threads
 from dfguard.training.sbi import self_blend
 from dfguard.transforms import to_batch
@@ -177,10 +177,10 @@ def run_embed(cfg: EmbedConfig, progress: bool = True) -> EmbedResult:
     faces = read_faces(cfg.faces_dir)
     margin = read_contract(cfg.faces_dir).margin
     out = Path(cfg.out_dir)
-    if discard_other_store(out, backbone_id(), FEATURE_DIM):
+    store = feature_store(out)
+    if store.discard_if_other():
         (out / VARIANTS_FILE).unlink(missing_ok=True)
         log.warning("%s held features of another backbone or layout: every feature is computed again", out)
-    store = feature_store(out)
     backbone = ClipInt8Backbone()
     stored_before = len(store)
     # The session takes torch's thread count when made: every core unless `threads` says otherwise.
