@@ -86,9 +86,11 @@ bench-serve: $(STAMP)
 bench-load: $(STAMP)
 	$(BIN)/dfguard bench load
 
-# The loop demo at 25/50/100/200 simulated labels and without replay (run `make run` first; ~30 min).
+# The loop on two kinds of fake the champion never saw, 10-200 simulated labels, added expert vs replay
+# fine-tune (run `make run` first; ~40 min).
 bench-loop: $(STAMP)
-	$(BIN)/dfguard bench loop
+	$(BIN)/dfguard bench loop --shift morph
+	$(BIN)/dfguard bench loop --shift resynth
 
 bench-summary: $(STAMP)
 	$(BIN)/dfguard bench summary

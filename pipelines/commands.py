@@ -132,8 +132,10 @@ def _loop_run(args: argparse.Namespace) -> int:
         print(result["refused"])
     else:
         print(f"decision: {result['decision']['action']}")
-        for line in (*result["decision"]["reasons"], *result["checks"]):
+        for line in result["decision"]["reasons"]:
             print(f"  {line}")
+        for check in result["checks"]:
+            print(f"  {'pass' if check['passed'] else 'fail'}: {check['reason']}")
         if result["challenger"]:
             verdict = "promoted to champion" if result["promoted"] else "not promoted"
             print(f"challenger version {result['challenger']}: {verdict}")
@@ -157,8 +159,8 @@ def _loop_demo(args: argparse.Namespace) -> int:
         action=args.decide,
     )
     print(f"\ndecision: {figures['decision']['action']} ({'; '.join(figures['decision']['reasons'])})")
-    for line in figures["checks"]:
-        print(f"  {line}")
+    for check in figures["checks"]:
+        print(f"  {'pass' if check['passed'] else 'fail'}: {check['reason']}")
     verdict = "promoted" if figures["promoted"] else "not promoted"
     print(f"challenger {figures['challenger']}: {verdict}; served now: version {figures['served_after']}")
     print("\nshifted holdout (people never trained on, never labelled), as the service judged it:")

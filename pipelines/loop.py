@@ -35,7 +35,7 @@ def loop_flow(action: str = "", params_path: str = str(PARAMS_FILE)) -> dict[str
     if not Path(cfg.loop.dataset_dir).is_absolute():
         # Inside the project (the default): dvc.lock records the feedback dataset version exported.
         commit_stage("feedback")
-    for line in (*result.decision.reasons, *result.checks):
+    for line in (*result.decision.reasons, *(check.line for check in result.checks)):
         logger.info("%s", line)
     verdict = "promoted" if result.promoted else "not promoted"
     logger.info("loop %s: challenger %s, %s", result.decision.action, result.challenger, verdict)

@@ -329,6 +329,17 @@ class LoopConfig:
     # than a backbone, and its passes cost milliseconds.
     head_lr: float = 3e-4
     head_epochs: int = 10
+    # What a round that learns does: "expert" adds an expert to the champion's composition and leaves
+    # everything it holds untouched (loop/experts.py); "finetune" refits the head with replay.
+    learn: str = "expert"
+    expert_identity_rank: int = 16  # identity directions of the reals projected out before the fit
+    expert_strength: float = 0.05  # the expert's logistic regression C (smaller: more regularised)
+    expert_folds: int = 5  # groups of people held out to fit the threshold on
+    expert_real_fire: float = 0.01  # share of held-out real faces an expert may fire on
+    expert_person_fire: float = 0.05  # ... and of any one held-out person's real faces
+    expert_min_person_faces: int = 8  # a person with fewer held-out faces sets no threshold of their own
+    expert_reals_per_video: int = 4  # training + validation real faces per video the expert sees
+    max_person_fp_rise: float = 0.1  # no frozen-suite person's reals called FAKE this much more often
     max_forgetting: float = 0.01  # frozen-suite video AUC may fall at most this much
     min_holdout_gain: float = 0.0  # the challenger must beat the champion on the feedback holdout by more
     simulated_reviewer: bool = False  # `dfguard loop demo` labels from ground truth; never on by default

@@ -184,29 +184,45 @@ def plot_throughput(rows: list[dict], path: str | Path, levels: tuple[int, ...])
     return _save(fig, path)
 
 
-def plot_loop_bench(rows: list[dict], replay_share: float, path: str | Path) -> Path:
-    """`dfguard bench loop`: the shifted holdout's AUC against the labels given, as the challenger
-    judged it (what the fine-tune learned) and as the served model did (what clients got), the
-    champion's before as a dashed line; and the frozen suite's AUC change of every row."""
-    fig, (gain, forget) = plt.subplots(1, 2, figsize=(10, 3.6))
-    curve = [row for row in rows if row["replay_share"] == replay_share]
-    labels = [row["labels"] for row in curve]
-    gain.plot(
-        labels,
-        [row.get("holdout_challenger", {}).get("auc", float("nan")) for row in curve],
-        marker="o",
-        color="tab:blue",
-        label="challenger",
-    )
-    served = [row["holdout_after"]["auc"] for row in curve]
-    gain.plot(labels, served, marker="s", ls=":", color="tab:green", label="served after the gate")
-    before = curve[0]["holdout_before"]["auc"]
-    gain.axhline(before, color="tab:gray", ls="--", lw=0.8, label="champion before")
-    gain.set(xlabel="simulated labels", ylabel="shifted holdout video AUC", xscale="log")
-    gain.set_title("Labels vs gain")
-    gain.set_xticks(labels, [str(n) for n in labels])
-    gain.legend(fontsize=7)
-    names = [f"{row['labels']}, replay {row['replay_share']:g}" for row in rows]
+def plot_loop_bench(rows: list[dict], shift: str, path: str | Path) -> Path:
+    """`dfguard bench loop`: per design, the holdout's AUC and the share of its fakes called FAKE
+    against the labels given, as the challenger judged it (what the round learned), the champion's
+    before as a dashed line; and the frozen suite's AUC change of every row."""
+    fig, (gain, recall, forget) = plt.subplots(1, 3, figsize=(14, 3.8))
+    colours = {"expert": "tab:blue", "finetune": "tab:orange"}
+    for design in sorted({row["design"] for row in rows}):
+        curve = [row for row in rows if row["design"] == design]
+        labels = [row["labels"] for row in curve]
+        colour = colours.get(design, "tab:gray")
+        for axis, key in ((gain, "auc"), (recall, "fakes_called_fake")):
+            axis.plot(
+                labels,
+                [row.get("holdout_challenger", {}).get(key, float("nan")) for row in curve],
+                marker="o",
+                color=colour,
+                label=f"{design}: challenger",
+            )
+            axis.plot(
+                labels,
+                [row["holdout_after"][key] for row in curve],
+                marker="s",
+                ls=":",
+                color=colour,
+                label=f"{design}: served after the gate",
+            )
+    before = rows[0]["holdout_before"]
+    for axis, key, name in (
+        (gain, "auc", "holdout AUC"),
+        (recall, "fakes_called_fake", "holdout fakes called FAKE"),
+    ):
+        axis.axhline(before[key], color="tab:gray", ls="--", lw=0.8, label="champion before")
+        ticks = sorted({row["labels"] for row in rows})
+        axis.set(xlabel="simulated labels", ylabel=name, xscale="log", ylim=(0, 1.02))
+        axis.set_xticks(ticks, [str(n) for n in ticks])
+        axis.legend(fontsize=6)
+    gain.set_title(f"{shift}: labels vs gain")
+    recall.set_title("recall at the service's verdicts")
+    names = [f"{row['labels']}, {row['design']}" for row in rows]
     forget.barh(names, [-row["forgetting"] for row in rows], color="tab:gray")
     forget.axvline(-0.01, color="tab:red", ls="--", lw=0.8, label="-0.01 (target)")
     forget.set(xlabel="frozen suite video AUC change", title="Forgetting")

@@ -12,7 +12,7 @@ import json
 import math
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,9 +54,32 @@ class GateMetrics:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One check of a gate: what was checked, whether it passed, why, and the figures it compared."""
+
+    name: str
+    passed: bool
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def line(self) -> str:
+        """The check as one line for people (logs, tags): "pass: ..." or "fail: ..."."""
+        return f"{'pass' if self.passed else 'fail'}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class GateResult:
     passed: bool
-    reasons: tuple[str, ...]  # one line per check, "pass: ..." or "fail: ...", in the order checked
+    checks: tuple[Check, ...]  # in the order checked
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """One line per check, as the version's `gate.reasons` tag records them."""
+        return tuple(check.line for check in self.checks)
 
 
 @dataclass(frozen=True)
@@ -103,26 +126,37 @@ def promotion_gate(
     if champion_metrics is None:
         ece_ok, ece_text = ece_check(new.video_ece, policy.max_ece, new.ece_noise)
         checks = [
-            (not math.isnan(new.video_auc), f"video AUC {new.video_auc:.4f}"),
-            (True, ece_text if ece_ok else f"{ece_text}: reported only, the first model has no bar to clear"),
-            (True, "no champion yet: the first model promotes itself"),
+            Check("video AUC", not math.isnan(new.video_auc), f"video AUC {new.video_auc:.4f}"),
+            Check(
+                "video ECE",
+                True,
+                ece_text if ece_ok else f"{ece_text}: reported only, the first model has no bar to clear",
+            ),
+            Check("champion", True, "no champion yet: the first model promotes itself"),
         ]
     else:
         old = gate_metrics(champion_metrics)
-        checks = [] if datasets is None else [_dataset_check(*datasets)]
+        checks = [] if datasets is None else [Check("dataset", *_dataset_check(*datasets))]
         checks += [
-            ece_check(new.video_ece, policy.max_ece, new.ece_noise),
-            _auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance),
+            Check("video ECE", *ece_check(new.video_ece, policy.max_ece, new.ece_noise)),
+            Check("video AUC", *_auc_check("video AUC", new.video_auc, old.video_auc, policy.auc_tolerance)),
         ]
         for method, old_auc in sorted(old.method_auc.items()):
             new_auc = new.method_auc.get(method, math.nan)
-            checks.append(_auc_check(f"{method} AUC", new_auc, old_auc, policy.method_tolerance))
+            checks.append(
+                Check(
+                    f"{method} AUC", *_auc_check(f"{method} AUC", new_auc, old_auc, policy.method_tolerance)
+                )
+            )
         for method in sorted(set(new.method_auc) - set(old.method_auc)):
-            checks.append((True, f"{method} AUC {new.method_auc[method]:.4f}: new method, no champion value"))
-    return GateResult(
-        passed=all(ok for ok, _ in checks),
-        reasons=tuple(f"{'pass' if ok else 'fail'}: {text}" for ok, text in checks),
-    )
+            checks.append(
+                Check(
+                    f"{method} AUC",
+                    True,
+                    f"{method} AUC {new.method_auc[method]:.4f}: new method, no champion value",
+                )
+            )
+    return GateResult(passed=all(check.passed for check in checks), checks=tuple(checks))
 
 
 def promote(

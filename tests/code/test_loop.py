@@ -262,7 +262,9 @@ def test_a_challenger_that_does_not_clear_the_loop_checks_is_refused_with_the_re
     assert "already running" in refused["refused"]
     result = loop_flow(action="recalibrate", params_path=str(world.params))
     assert result["challenger"] is not None and not result["promoted"]
-    assert any(line.startswith("fail: feedback holdout") for line in result["checks"])
+    failed = [check for check in result["checks"] if not check["passed"]]
+    assert [check["name"] for check in failed] == ["feedback holdout"], failed
+    assert failed[0]["figures"]["gain"] <= 1.0
     assert current_aliases(world.client)[CHAMPION] == world.champion
     tags = world.client.get_model_version("dfguard-detector", result["challenger"]).tags
     assert tags["loop.parent_version"] == world.champion and "fail: feedback holdout" in tags["loop.checks"]
@@ -281,9 +283,38 @@ def test_forgetting_fails_the_loop_checks() -> None:
             "challenger": {"auc": 0.9, "accuracy": 0.9, "n": 10},
         },
     }
-    checks = loop_checks(scores, cfg)
-    assert checks[0].startswith("fail: frozen suite video AUC 0.9000 vs champion 0.9500 (forgetting +0.0500")
-    assert checks[1].startswith("pass: feedback holdout accuracy 0.9000 vs champion 0.5000")
+    checks = {check.name: check for check in loop_checks(scores, cfg)}
+    assert not checks["forgetting"].passed
+    assert checks["forgetting"].reason.startswith(
+        "frozen suite video AUC 0.9000 vs champion 0.9500 (forgetting +0.0500"
+    )
+    assert checks["feedback holdout"].passed and checks["feedback holdout"].figures["gain"] == pytest.approx(
+        0.4
+    )
+
+
+def test_a_person_whose_reals_are_called_fake_more_often_fails_the_checks_by_name() -> None:
+    cfg = Config()
+    persons = {"ada": {"videos": 0.0, "photos": 0.02}, "bo": {"videos": 1 / 6, "photos": 0.05}}
+    frozen = {
+        "champion": {"auc": 0.9, "ece": 0.05, "persons": persons},
+        "challenger": {
+            "auc": 0.9,
+            "ece": 0.05,
+            "persons": {"ada": {"videos": 0.0, "photos": 0.03}, "bo": {"videos": 0.5, "photos": 0.40}},
+        },
+    }
+    holdout = {"champion": {"accuracy": 0.5, "n": 10}, "challenger": {"accuracy": 0.9, "n": 10}}
+    checks = {check.name: check for check in loop_checks({"frozen": frozen, "holdout": holdout}, cfg)}
+    person = checks["per person"]
+    assert not person.passed and checks["forgetting"].passed
+    assert person.figures["flagged"] == ["bo (photos)", "bo (videos)"]
+    assert "more often for bo (photos), bo (videos)" in person.reason
+    # The same rise within the allowed share passes.
+    loose = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, max_person_fp_rise=0.4))
+    assert {c.name: c for c in loop_checks({"frozen": frozen, "holdout": holdout}, loose)}[
+        "per person"
+    ].passed
 
 
 def test_one_loop_run_at_a_time(tmp_path) -> None:
@@ -309,9 +340,9 @@ def test_the_drift_window_holds_the_champions_own_predictions(world, champion_mo
 
 def test_a_loop_killed_mid_fine_tune_leaves_things_consistent_and_the_next_run_completes(world) -> None:
     # The loop, in a process of its own, killed (SIGKILL: no clean-up runs) after its fine-tune's
-    # first epoch was checkpointed.
+    # first epoch was checkpointed (the replay fine-tune design: the one that trains in epochs).
     script = (
-        "import os, signal\nfrom pathlib import Path\n"
+        "import dataclasses, os, signal\nfrom pathlib import Path\n"
         "import dfguard.loop.run as loop_run\nfrom dfguard.config import load_config\n"
         "from dfguard.feedback import open_store\nfrom dfguard.registry import configure\n"
         "from dfguard.training.run import train_detector\n"
@@ -320,6 +351,7 @@ def test_a_loop_killed_mid_fine_tune_leaves_things_consistent_and_the_next_run_c
         "    return train_detector(cfg, progress, on_epoch_end=kill)\n"
         "loop_run.train_detector = dying\n"
         f"cfg = load_config(Path({str(world.params)!r}))\n"
+        "cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, learn='finetune'))\n"
         "with open_store(cfg.feedback) as store:\n"
         "    loop_run.run_loop(cfg, store, configure(cfg.registry), 'finetune')\n"
     )
@@ -333,7 +365,8 @@ def test_a_loop_killed_mid_fine_tune_leaves_things_consistent_and_the_next_run_c
     assert all((Path(world.cfg.loop.dataset_dir) / crop).is_file() for crop in faces["crop"])
     with loop_lock(world.cfg.loop.work_dir):  # the dead run's lock went with it
         pass
+    finetune = dataclasses.replace(world.cfg, loop=dataclasses.replace(world.cfg.loop, learn="finetune"))
     with open_store(world.feedback) as store:
-        result = run_loop(world.cfg, store, world.client, "finetune")
+        result = run_loop(finetune, store, world.client, "finetune")
     assert result.challenger is not None and result.promoted, result.checks
     assert current_aliases(world.client)[CHAMPION] == result.challenger

@@ -130,9 +130,10 @@ def _loop(f: dict[str, Any]) -> list[Row]:
         serving = row["seconds"].get("last_label_to_serving")
         rows.append(
             (
-                f"loop, {row['labels']} labels, replay {row['replay_share']:g}",
-                f"shift holdout AUC {before['auc']:.3f} -> {after['auc']:.3f}; {row['decision']}, "
-                f"{'promoted' if row['promoted'] else 'refused'}",
+                f"loop {f['shift']}, {row['labels']} labels, {row['design']}",
+                f"holdout AUC {before['auc']:.3f} -> {after['auc']:.3f}, fakes called FAKE "
+                f"{before['fakes_called_fake']:.2f} -> {after['fakes_called_fake']:.2f}; "
+                f"{'promoted' if row['promoted'] else 'refused: ' + ', '.join(row['failed'])}",
                 f"forgetting {row['forgetting']:+.3f} on the frozen suite"
                 + (f"; last label to serving {serving:.0f} s" if serving is not None else ""),
             )
@@ -146,7 +147,8 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[Row]], str], ...
     ("detection", "detect/detect.json", _detect, "make bench-detect"),
     ("service", "serve/serve.json", _serve, "make bench-serve"),
     ("load", "load/load.json", _load, "make bench-load"),
-    ("loop", "loop/loop.json", _loop, "make bench-loop"),
+    ("loop: morph", "loop-morph/loop.json", _loop, "make bench-loop"),
+    ("loop: resynth", "loop-resynth/loop.json", _loop, "make bench-loop"),
 )
 
 

@@ -168,6 +168,11 @@ class Calibrator:
         """Calibrated fake probabilities."""
         return expit(np.asarray(logits, np.float64) / self.temperature + self.bias)
 
+    def logit_of(self, probability: float) -> float:
+        """The raw logit that `apply` maps to `probability` (in (0, 1))."""
+        p = float(np.clip(probability, 1e-9, 1 - 1e-9))
+        return self.temperature * (float(np.log(p / (1 - p))) - self.bias)
+
     def verdict(self, probability: float) -> str:
         if probability >= self.fake_from:
             return FAKE

@@ -99,28 +99,39 @@ def _bench_load(args: argparse.Namespace) -> int:
 
 def _bench_loop(args: argparse.Namespace) -> int:
     from dfguard.config import parse_overrides
-    from dfguard.loop.bench import bench_loop
+    from dfguard.loop.bench import DESIGNS, LABEL_COUNTS, bench_loop
     from dfguard.loop.demo import SIMULATED_REVIEWER
 
     cfg = config_from(args, {})
     print(f"SIMULATED REVIEWER: labels come from the ground truth, stored as {SIMULATED_REVIEWER!r}")
-    counts = tuple(args.labels) if args.labels else None
+    out = Path(args.out or f"bench/loop-{args.shift}")
     result = bench_loop(
-        cfg, Path(args.params), parse_overrides(args.set), Path(args.out), *([counts] if counts else [])
+        cfg,
+        Path(args.params),
+        parse_overrides(args.set),
+        out,
+        tuple(args.labels or LABEL_COUNTS),
+        args.shift,
+        tuple(args.designs or DESIGNS),
     )
     print(
-        f"{'labels':>6} {'replay':>6} {'decision':>10} {'promoted':>8} {'AUC before':>10} {'after':>6} "
-        f"{'acc before':>10} {'after':>6} {'forgetting':>10} {'label->serving s':>16}"
+        f"{'labels':>6} {'design':>8} {'promoted':>8} {'AUC':>6} {'FAKE':>6} {'reals FAKE':>10} "
+        f"{'worst person':>12} {'forgetting':>10} {'label->serving s':>16}  failed"
     )
     for row in result["rows"]:
-        before, after = row["holdout_before"], row["holdout_after"]
+        seen = row["holdout_challenger"] or row["holdout_after"]
         print(
-            f"{row['labels']:>6} {row['replay_share']:>6g} {row['decision']:>10} {row['promoted']!s:>8} "
-            f"{before['auc']:>10.3f} {after['auc']:>6.3f} "
-            f"{before['accuracy']:>10.3f} {after['accuracy']:>6.3f} "
-            f"{row['forgetting']:>+10.4f} {row['seconds'].get('last_label_to_serving')!s:>16}"
+            f"{row['labels']:>6} {row['design']:>8} {row['promoted']!s:>8} {seen['auc']:>6.3f} "
+            f"{seen['fakes_called_fake']:>6.3f} {seen['reals_called_fake']:>10.3f} "
+            f"{seen['worst_person_reals_fake']:>12.3f} {row['forgetting']:>+10.4f} "
+            f"{row['seconds'].get('last_label_to_serving')!s:>16}  {', '.join(row['failed']) or '-'}"
         )
-    print(f"-> {Path(args.out) / 'loop.json'}, {Path(args.out) / 'loop.png'}")
+    before = result["rows"][0]["holdout_before"] if result["rows"] else {}
+    if before:
+        print(
+            f"champion before: AUC {before['auc']:.3f}, fakes called FAKE {before['fakes_called_fake']:.3f}"
+        )
+    print(f"-> {out / 'loop.json'}, {out / 'loop.png'}")
     return 0
 
 
@@ -184,10 +195,20 @@ def add_commands(commands: Commands) -> None:
     )
     bench_detect.set_defaults(func=_bench_detect)
     bench_loop = bench.add_parser(
-        "loop", help="the loop demo at 25/50/100/200 simulated labels, and without replay (needs make run)"
+        "loop",
+        help="the loop on a kind of fake the champion misses, 10-200 labels, per design (needs make run)",
     )
-    bench_loop.add_argument("--out", default="bench/loop", help="where results go (default: %(default)s)")
-    bench_loop.add_argument("--labels", type=int, nargs="+", help="label counts (default: 25 50 100 200)")
+    bench_loop.add_argument(
+        "--shift",
+        default="morph",
+        choices=("degrade", "morph", "resynth"),
+        help="the stream: a new kind of fake (morph, resynth) or known fakes degraded (default: %(default)s)",
+    )
+    bench_loop.add_argument("--out", default="", help="where results go (default: bench/loop-SHIFT)")
+    bench_loop.add_argument("--labels", type=int, nargs="+", help="label counts (default: 10 25 50 100 200)")
+    bench_loop.add_argument(
+        "--designs", nargs="+", choices=("expert", "finetune"), help="loop.learn designs (default: both)"
+    )
     bench_loop.set_defaults(func=_bench_loop)
     bench_summary = bench.add_parser(
         "summary", help="one table of every benchmark's figures (bench/summary.md) and the machine"

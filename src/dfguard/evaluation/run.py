@@ -53,6 +53,7 @@ from dfguard.plots import (
 )
 
 VIDEOS_NAME = "videos.parquet"
+FRAMES_NAME = "frames.parquet"  # every frame judged as a photo: identity, target, probability, verdict
 INTERVAL_LEVEL, INTERVAL_RESAMPLES = 0.95, 1000
 
 
@@ -125,9 +126,24 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> EvaluateResult:
     }
     (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     videos.to_parquet(out / VIDEOS_NAME, index=False)
+    _photo_frames(predictor, frames, per_video).to_parquet(out / FRAMES_NAME, index=False)
     _plots(out, y, p, videos, threshold)
     save_resolved(cfg, out)
     return EvaluateResult(out, metrics)
+
+
+def _photo_frames(predictor: Predictor, frames: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
+    """The split's frames judged as photos (`_photo_metrics`), one row each with the video's person:
+    what the loop's per-person check compares. Empty for a model without a photo calibration."""
+    columns = ["video_id", "frame", "identity", "target", "probability", "verdict"]
+    photo = predictor.photo_calibrator
+    if photo is None:
+        return pd.DataFrame(columns=columns)
+    table = frames.reset_index()
+    table["identity"] = table["video_id"].map(videos["identity"])
+    table["probability"] = photo.apply(table["logit"].to_numpy())
+    table["verdict"] = [photo.verdict(float(p)) for p in table["probability"]]
+    return table[columns]
 
 
 def _photo_metrics(predictor: Predictor, frames: pd.DataFrame) -> dict[str, Any] | None:

@@ -37,8 +37,9 @@ def _activations_and_logits(model: Detector, batch: torch.Tensor) -> tuple[torch
     hook on its last convolution: a hook on the shared model would catch other threads' forward passes
     (the service judges several requests at once), and the backward pass would leave gradients on it.
     """
-    if hasattr(model, "gradient_twin"):
-        out, grid = model.gradient_twin()(batch)
+    make_twin = getattr(model, "gradient_twin", None)
+    if make_twin is not None:
+        out, grid = make_twin()(batch)
         return grid, out.logits
     model = copy.deepcopy(model).eval()
     captured: dict[str, torch.Tensor] = {}

@@ -1,18 +1,20 @@
-"""`dfguard bench loop`: what the loop buys and what it costs, on `dfguard loop demo`'s shifted stream
-and its real path: a running service judges the stream, a simulated reviewer labels it in the store,
-the loop fine-tunes, gates and promotes, the service switches.
+"""`dfguard bench loop --shift KIND`: what the loop buys and what it costs, on a stream of a kind of fake
+the champion misses (`loop.shifts`: a new kind, `morph` or `resynth`, or `degrade`, known fakes
+re-shared at low resolution), along the real path: a running service judges the stream, a simulated
+reviewer labels it in the store, the loop learns, gates and promotes, the service switches.
 
-Labels accumulate as a reviewer's would: the pool is judged and labelled up to 25, then the loop runs
-(a fine-tune: the figure is what labels buy), the champion is put back, labelling goes on to 50, the
-loop runs again from the same champion on all 50, and so on to 200. Every row therefore starts from
-one champion, and its feedback-train / holdout items are the earlier rows' plus new ones (the split is
-frozen per item). At 100 labels the loop runs twice: with replay and with `loop.replay_share` 0.
+Labels accumulate as a reviewer's would: the pool is judged and labelled up to the first count, the
+loop runs once per design (`loop.learn`: `expert`, the added capacity, and `finetune`, the replay
+refit it replaced) from the same champion, the champion is put back, labelling goes on to the next
+count, and so on. Every row therefore starts from one champion, and its feedback-train / holdout
+items are the earlier rows' plus new ones (the split is frozen per item).
 
-Each row reports the shifted holdout (the test split's people: never trained on, never labelled) as
+Each row reports the stream's holdout (the test split's people: never trained on, never labelled) as
 two services judge it: the one serving the champion alias (what clients get; it changes only when the
-challenger is promoted) and a second one serving the challenger alias (what the fine-tune learned,
-promoted or not). Also: the frozen suite's video AUC for champion and challenger (forgetting), the
-gate's checks, and the seconds from the last label to the promoted champion serving.
+challenger is promoted) and a second one serving the challenger alias (what the round learned,
+promoted or not): AUC, the share of the kind's fakes called FAKE, of real items called FAKE and the
+worst person's. Also: the frozen suite's video AUC and ECE of both models, the checks (and which
+failed), and the seconds from the last label to the promoted model serving.
 """
 
 from __future__ import annotations
@@ -33,18 +35,18 @@ from dfguard.loop.demo import (
     judge_all,
     label_as_simulated,
     pool_order,
-    shifted_stream,
     verdict_figures,
     wait_for_version,
 )
 from dfguard.loop.run import run_loop
+from dfguard.loop.shifts import stream_for
 from dfguard.plots import plot_loop_bench
 from dfguard.registry import CHAMPION, configure, current_aliases
 from dfguard.registry.aliases import restore_aliases
 from dfguard.serving.client import DetectionClient
 
-LABEL_COUNTS = (25, 50, 100, 200)
-REPLAY_CHECK_LABELS = 100
+LABEL_COUNTS = (10, 25, 50, 100, 200)
+DESIGNS = ("expert", "finetune")
 CHALLENGER_URI = "models:/dfguard-detector@challenger"
 
 
@@ -54,14 +56,16 @@ def bench_loop(
     overrides: dict[str, Any],
     out_dir: Path,
     counts: tuple[int, ...] = LABEL_COUNTS,
+    shift: str = "morph",
+    designs: tuple[str, ...] = DESIGNS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The rows of the module docstring; writes loop.json and loop.png to `out_dir`."""
     counts = tuple(sorted(set(counts)))
-    replay_at = REPLAY_CHECK_LABELS if REPLAY_CHECK_LABELS in counts else counts[-1]
     run_dir = out_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    # A store, feedback dataset and drift folder of the bench's own, so its labels are exactly its own.
+    # A store, feedback dataset, drift and work folder of the bench's own, so its labels are exactly
+    # its own and no cached champion of another run is reused.
     settings = {
         "feedback.root": str(run_dir / "feedback"),
         "feedback.db_url": "",
@@ -75,11 +79,17 @@ def bench_loop(
             cfg.loop, dataset_dir=settings["loop.dataset_dir"], drift_dir=settings["loop.drift_dir"]
         ),
     )
-    items = shifted_stream(cfg.extract.manifest_path, cfg.extract.dataset_dir, out_dir / "stream", progress)
+    items = stream_for(
+        shift,
+        cfg.extract.manifest_path,
+        cfg.extract.dataset_dir,
+        out_dir.parent / f"stream-{shift}",
+        progress,
+    )
     holdout = [item for item in items if item.holdout]
     pool = pool_order(items, cfg.train.seed)
     if len(pool) < counts[-1]:
-        raise ValueError(f"the stream's pool holds {len(pool)} balanced clips, fewer than {counts[-1]}")
+        raise ValueError(f"the stream's pool holds {len(pool)} balanced items, fewer than {counts[-1]}")
     registry = configure(cfg.registry)
     aliases = current_aliases(registry)
     champion = aliases[CHAMPION]
@@ -98,17 +108,16 @@ def bench_loop(
             batch = pool[labelled:n]
             label_as_simulated(store, batch, judge_all(served, batch, f"pool to {n}", progress))
             labelled = n
-            shares = (cfg.loop.replay_share, 0.0) if n == replay_at else (cfg.loop.replay_share,)
-            for replay in shares:
-                row_cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, replay_share=replay))
+            for design in designs:
+                row_cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, learn=design))
                 try:
                     row = _row(row_cfg, store, served, judges, holdout, before, progress)
                 finally:
                     restore_aliases(registry, aliases)  # the next row starts from the same champion
                 wait_for_version(served, champion, 10 * cfg.serve.reload_interval_s + 120)
-                rows.append({"labels": n, "replay_share": replay, "holdout_before": before, **row})
-                _write(out_dir, rows, cfg.loop.replay_share, counts)
-    return _write(out_dir, rows, cfg.loop.replay_share, counts)
+                rows.append({"labels": n, "design": design, "holdout_before": before, **row})
+                _write(out_dir, rows, counts, shift)
+    return _write(out_dir, rows, counts, shift)
 
 
 class _ChallengerJudge:
@@ -166,6 +175,11 @@ def _row(
     old = frozen.get("champion", {}).get("auc", float("nan"))
     new = frozen.get("challenger", {}).get("auc", float("nan"))
     return {
+        "frozen": {
+            name: {key: frozen.get(name, {}).get(key) for key in ("auc", "ece", "photo_auc", "photo_ece")}
+            for name in ("champion", "challenger")
+        },
+        "failed": [check.name for check in result.checks if not check.passed],
         "decision": result.decision.action,
         "challenger": result.challenger,
         "promoted": result.promoted,
@@ -175,7 +189,7 @@ def _row(
         "frozen_champion_auc": old,
         "frozen_challenger_auc": new,
         "forgetting": round(old - new, 4),
-        "checks": list(result.checks),
+        "checks": [check.to_dict() for check in result.checks],
         "labels_used": result.dataset.items if result.dataset else None,
         "seconds": {
             **result.seconds,
@@ -185,11 +199,11 @@ def _row(
     }
 
 
-def _write(out_dir: Path, rows: list[dict[str, Any]], replay_share: float, counts: tuple[int, ...]) -> dict:
+def _write(out_dir: Path, rows: list[dict[str, Any]], counts: tuple[int, ...], shift: str) -> dict:
     """loop.json and loop.png so far (written after every row: a long run shows its progress)."""
-    result = {"rows": rows, "counts": list(counts), "replay_share": replay_share}
+    result = {"shift": shift, "rows": rows, "counts": list(counts)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "loop.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if rows:
-        plot_loop_bench(rows, replay_share, out_dir / "loop.png")
+        plot_loop_bench(rows, shift, out_dir / "loop.png")
     return result

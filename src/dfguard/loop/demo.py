@@ -55,6 +55,7 @@ class StreamItem:
     label: str  # the ground truth: real or fake
     method: str
     holdout: bool
+    person: str = ""  # who the item shows (the manifest's identity), for per-person figures
 
 
 def degrade(frame: np.ndarray, scale: float = DOWNSCALE) -> np.ndarray:
@@ -89,7 +90,8 @@ def shifted_stream(
             partial = target.with_suffix(".partial.mp4")
             write_video(frames, partial, round(row.fps), SHIFT_CRF)
             partial.replace(target)
-        items.append(StreamItem(target, row.label, row.method, row.split == HOLDOUT_SPLIT))
+        person = str(getattr(row, "target_identity", "") or "")
+        items.append(StreamItem(target, row.label, row.method, row.split == HOLDOUT_SPLIT, person))
     return items
 
 
@@ -159,7 +161,23 @@ def verdict_figures(items: Sequence[StreamItem], answers: Sequence[dict[str, Any
         "reals_called_real": round(float((verdicts[y == 0] == "REAL").mean()), 4)
         if (y == 0).any()
         else float("nan"),
+        "reals_called_fake": round(float((verdicts[y == 0] == "FAKE").mean()), 4)
+        if (y == 0).any()
+        else float("nan"),
+        "worst_person_reals_fake": _worst_person(judged, verdicts, y),
     }
+
+
+def _worst_person(
+    judged: list[tuple[StreamItem, dict[str, Any]]], verdicts: np.ndarray, y: np.ndarray
+) -> float:
+    """The largest share of one person's real items called FAKE (NaN when items name no person)."""
+    people = np.array([item.person for item, _ in judged])
+    reals = (y == 0) & (people != "")
+    if not reals.any():
+        return float("nan")
+    frame = pd.DataFrame({"person": people[reals], "fake": verdicts[reals] == "FAKE"})
+    return round(float(frame.groupby("person")["fake"].mean().max()), 4)
 
 
 def wait_for_version(client: DetectionClient, version: str, timeout_s: float) -> float:
@@ -224,7 +242,7 @@ def run_demo(
         "decision": result.decision.to_dict(),
         "challenger": result.challenger,
         "promoted": result.promoted,
-        "checks": list(result.checks),
+        "checks": [check.to_dict() for check in result.checks],
         "holdout": {"before": verdict_figures(holdout, before), "after": verdict_figures(holdout, after)},
         "frozen_suite": result.scores.get("frozen", {}),
         "feedback_holdout": result.scores.get("holdout", {}),

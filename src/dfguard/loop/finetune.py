@@ -63,12 +63,18 @@ def _mixed(original: pd.DataFrame, feedback: pd.DataFrame, replay_share: float, 
 
 
 def build_loop_datasets(
-    faces_dir: str | Path, feedback_dir: str | Path, out_dir: str | Path, replay_share: float, seed: int = 0
+    faces_dir: str | Path,
+    feedback_dir: str | Path,
+    out_dir: str | Path,
+    replay_share: float,
+    seed: int = 0,
+    media_kind: str | None = None,
 ) -> tuple[Path, Path]:
     """Two face datasets under `out_dir`: `replay/` (train: the replay mix; val: the original
     validation split) to fine-tune on, and `calibration/` (val: the original validation split plus
-    feedback-train) to calibrate on. Both keep the original contract, which the feedback's must equal:
-    crops made another way would teach the model the difference."""
+    feedback-train, only its items of `media_kind` when given) to calibrate on. Both keep the original
+    contract, which the feedback's must equal: crops made another way would teach the model the
+    difference."""
     if not 0.0 <= replay_share <= 1.0:
         raise ValueError(f"loop.replay_share must lie in [0, 1], got {replay_share}")
     contract, feedback_contract = read_contract(faces_dir), read_contract(feedback_dir)
@@ -80,6 +86,8 @@ def build_loop_datasets(
     original = _absolute(read_faces(faces_dir, subject_only=True), faces_dir)
     feedback = _absolute(read_faces(feedback_dir), feedback_dir)
     feedback_train = feedback[feedback["split"] == TRAIN]
+    if media_kind is not None:
+        feedback_train = feedback_train[feedback_train["media_kind"] == media_kind]
     if feedback_train.empty:
         raise ValueError(f"{feedback_dir} has no feedback-train items: nothing new to learn from")
     val = original[original["split"] == "val"]

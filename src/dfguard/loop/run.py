@@ -1,8 +1,13 @@
 """One run of the continual-learning loop, from the store's labels to a promoted (or refused) challenger:
 
-    export the feedback dataset -> drift report -> loop gate: wait | re-calibrate | fine-tune
+    export the feedback dataset -> drift report -> loop gate: wait | re-calibrate | learn ("finetune")
     -> challenger scored beside the champion on the frozen test suite and the feedback holdout
-    -> the loop's checks (forgetting, holdout gain, calibration) -> registered -> promotion gate
+    -> the loop's checks (forgetting, per person, calibration per media kind, holdout gain)
+    -> registered -> promotion gate
+
+A round that learns adds an expert to the champion's composition (`loop.learn: expert`,
+`loop/experts.py`) and keeps the champion's parts and calibrations as they are; `loop.learn:
+finetune` refits the head with replay instead (the earlier design, kept for comparison).
 
 Every run, whatever it decides, is an MLflow run tagged `dfguard.loop` with its inputs, decision,
 figures and drift report, which the dashboard's drift page lists. One run at a time: a file lock in
@@ -34,10 +39,11 @@ from dfguard.config import Config, EvaluateConfig
 from dfguard.faces.contract import PreprocessingContract
 from dfguard.feedback import PredictionStore
 from dfguard.loop.dataset import HOLDOUT, ExportSummary, consensus_labels, export_feedback
+from dfguard.loop.experts import learn_round
 from dfguard.loop.finetune import build_loop_datasets, fine_tune_config, recalibrate
 from dfguard.loop.gate import ACTIONS, Action, LoopDecision, LoopInputs, loop_gate
 from dfguard.metrics import expected_calibration_error, roc_auc
-from dfguard.promotion import ece_check, loadable, promote
+from dfguard.promotion import Check, ece_check, loadable, promote
 from dfguard.registry import (
     CHAMPION,
     MODEL_NAME,
@@ -73,7 +79,7 @@ class LoopResult:
     drift: dict[str, Any] | None
     challenger: str | None = None  # the registered version, when a model was made
     promoted: bool = False
-    checks: tuple[str, ...] = ()  # the loop's own checks, then the promotion gate's reasons
+    checks: tuple[Check, ...] = ()  # the loop's own checks, then the promotion gate's
     scores: dict[str, Any] = field(default_factory=dict)  # {suite: {champion|challenger: figures}}
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -85,7 +91,7 @@ class LoopResult:
             "drift": self.drift,
             "challenger": self.challenger,
             "promoted": self.promoted,
-            "checks": list(self.checks),
+            "checks": [check.to_dict() for check in self.checks],
             "scores": self.scores,
             "seconds": self.seconds,
         }
@@ -174,24 +180,44 @@ def _make_challenger(
     result: LoopResult,
     progress: bool,
 ) -> LoopResult:
-    """Fine-tune (or only re-calibrate) the champion, score both models on both suites, and register
-    and gate the challenger."""
+    """Learn (an expert added, or a replay fine-tune) or only re-calibrate, score both models on both
+    suites, and register and gate the challenger."""
     seconds = dict(result.seconds)
     work = Path(cfg.loop.work_dir)
     run_dir = work / "current"
     shutil.rmtree(run_dir, ignore_errors=True)  # what a killed run left is rebuilt, never reused
     clock = time.perf_counter()
-    replay_dir, calibration_dir = build_loop_datasets(
-        cfg.train.faces_dir, cfg.loop.dataset_dir, run_dir, cfg.loop.replay_share, cfg.train.seed
-    )
-    model_dir, train_config = champion_dir, cfg.train
-    if decision.action == "finetune":
+    train_config = cfg.train
+    model_dir = champion_dir
+    if decision.action == "finetune" and cfg.loop.learn == "expert":
+        lineage = {
+            "parent_version": champion,
+            "feedback_fingerprint": dataset.fingerprint,
+            "labels": dataset.items,
+            "by_label": dataset.by_label,
+        }
+        model_dir, _ = learn_round(
+            champion_dir,
+            cfg.loop.dataset_dir,
+            cfg.train.faces_dir,
+            cfg.evaluate.manifest_path,
+            run_dir / "composed",
+            cfg.loop,
+            lineage,
+            progress,
+        )
+    elif decision.action == "finetune":
+        replay_dir, _ = build_loop_datasets(
+            cfg.train.faces_dir, cfg.loop.dataset_dir, run_dir, cfg.loop.replay_share, cfg.train.seed
+        )
         train_config = fine_tune_config(champion_dir, replay_dir, run_dir / "finetuned", cfg.loop)
         model_dir = train_detector(train_config, progress=progress).model_dir
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     challenger_dir = run_dir / "calibrated"
-    recalibrate(model_dir, calibration_dir, challenger_dir, cfg.calibrate, progress)
+    recalibrate_per_kind(
+        model_dir, champion_dir, cfg.train.faces_dir, cfg.loop.dataset_dir, challenger_dir, cfg, progress
+    )
     seconds["calibrate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -215,7 +241,7 @@ def _make_challenger(
             cfg,
             calibrate=dataclasses.replace(cfg.calibrate, out_dir=str(challenger_dir)),
             evaluate=dataclasses.replace(cfg.evaluate, out_dir=str(run_dir / "evaluate-challenger")),
-            # The fine-tune's settings, but the lineage's dataset is the frozen suite's: the promotion
+            # The round's settings, but the lineage's dataset is the frozen suite's: the promotion
             # gate compares figures measured on one face dataset, and both models were scored on it.
             train=dataclasses.replace(train_config, faces_dir=cfg.train.faces_dir),
         ),
@@ -223,15 +249,15 @@ def _make_challenger(
     tags = {
         "loop.parent_version": champion,
         "loop.action": decision.action,
+        "loop.learn": cfg.loop.learn if decision.action == "finetune" else "",
         "loop.feedback_fingerprint": dataset.fingerprint,
         "loop.labels_used": str(dataset.items),
-        "loop.checks": "\n".join(checks),
+        "loop.checks": "\n".join(check.line for check in checks),
     }
     for key, value in tags.items():
         client.set_model_version_tag(MODEL_NAME, registered.version, key, value)
-    passed = all(line.startswith("pass") for line in checks)
     promoted = False
-    if passed:
+    if all(check.passed for check in checks):
         promotion = promote(
             client,
             registered.version,
@@ -240,7 +266,7 @@ def _make_challenger(
             experiment=cfg.registry.experiment,
         )
         promoted = promotion.promoted
-        checks = (*checks, *promotion.gate.reasons)
+        checks = (*checks, *promotion.gate.checks)
     seconds["register_promote"] = time.perf_counter() - clock
     return dataclasses.replace(
         result,
@@ -252,37 +278,127 @@ def _make_challenger(
     )
 
 
-def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[str, ...]:
+def recalibrate_per_kind(
+    model_dir: Path,
+    champion_dir: Path,
+    faces_dir: str | Path,
+    feedback_dir: str | Path,
+    out_dir: Path,
+    cfg: Config,
+    progress: bool,
+) -> None:
+    """Each media kind's calibration re-fitted on validation plus the feedback-train items of that kind
+    only; a kind with no feedback keeps the champion's calibration as it was (a photo-heavy feedback
+    set never moves the videos' calibration). Writes the calibrated model folder `out_dir`."""
+    from dfguard.faces.table import read_faces
+
+    feedback = read_faces(feedback_dir)
+    kinds = set(feedback.loc[feedback["split"] == "train", "media_kind"])
+    champion_config = json.loads((champion_dir / "config.json").read_text())
+    fitted: dict[str, Any] = {}
+    for kind, key in (("video", "calibration"), ("image", "photo_calibration")):
+        if kind not in kinds:
+            continue
+        work = out_dir.parent / f"calibration-{kind}"
+        _, calibration_dir = build_loop_datasets(
+            faces_dir, feedback_dir, work, cfg.loop.replay_share, cfg.train.seed, media_kind=kind
+        )
+        done = recalibrate(model_dir, calibration_dir, work / "calibrated", cfg.calibrate, progress)
+        fitted[key] = json.loads((done.model_dir / "config.json").read_text())[key]
+        if kind == "video":
+            fitted["motion"] = json.loads((done.model_dir / "config.json").read_text()).get("motion")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.copytree(model_dir, out_dir)
+    config = json.loads((out_dir / "config.json").read_text())
+    for key in ("calibration", "photo_calibration", "motion"):
+        value = fitted[key] if key in fitted else champion_config.get(key)
+        config.pop(key, None)
+        if value is not None:
+            config[key] = value
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[Check, ...]:
     """The loop's own promotion checks on figures of both models measured in this run: forgetting on
-    the frozen test suite, a gain in accuracy on the feedback holdout, a bounded calibration error."""
+    the frozen test suite, no person of it called FAKE more often, calibration of each media kind, a
+    gain in accuracy on the feedback holdout."""
     policy = cfg.loop
     frozen, holdout = scores["frozen"], scores["holdout"]
     old, new = frozen["champion"]["auc"], frozen["challenger"]["auc"]
     drop = old - new
     checks = [
-        (
+        Check(
+            "forgetting",
             not math.isnan(drop) and drop <= policy.max_forgetting + 1e-9,
             f"frozen suite video AUC {new:.4f} vs champion {old:.4f} (forgetting {drop:+.4f}, "
             f"at most {policy.max_forgetting})",
-        )
+            {"champion": old, "challenger": new, "forgetting": drop},
+        ),
+        _person_check(frozen, policy.max_person_fp_rise),
     ]
     # Verdicts are what clients get: the holdout is judged by accuracy at each model's own threshold.
     # (AUC can be perfect on a kind of fake every verdict gets wrong: all scored low, reals lower.)
     metric = "accuracy"
     gain = holdout["challenger"][metric] - holdout["champion"][metric]
     checks.append(
-        (
+        Check(
+            "feedback holdout",
             not math.isnan(gain) and gain > policy.min_holdout_gain,
             f"feedback holdout {metric} {holdout['challenger'][metric]:.4f} vs champion "
             f"{holdout['champion'][metric]:.4f} (gain {gain:+.4f}, more than {policy.min_holdout_gain} "
             f"needed; {holdout['challenger']['n']} items)",
+            {
+                "champion": holdout["champion"][metric],
+                "challenger": holdout["challenger"][metric],
+                "gain": gain,
+            },
         )
     )
     ece_ok, ece_text = ece_check(
         frozen["challenger"]["ece"], cfg.promotion.max_ece, frozen["challenger"].get("ece_noise", math.nan)
     )
-    checks.append((ece_ok, f"frozen suite {ece_text}"))
-    return tuple(f"{'pass' if ok else 'fail'}: {text}" for ok, text in checks)
+    checks.append(
+        Check("video ECE", ece_ok, f"frozen suite {ece_text}", {"ece": frozen["challenger"]["ece"]})
+    )
+    # Photos: within the bound, or no worse than the champion's (its photo ECE was never gated).
+    photo_old, photo_new = (
+        frozen["champion"].get("photo_ece", math.nan),
+        frozen["challenger"].get("photo_ece", math.nan),
+    )
+    if not (math.isnan(photo_old) and math.isnan(photo_new)):
+        bound = max(cfg.promotion.max_ece, photo_old + PHOTO_ECE_SLACK if not math.isnan(photo_old) else 0.0)
+        checks.append(
+            Check(
+                "photo ECE",
+                not math.isnan(photo_new) and photo_new <= bound + 1e-9,
+                f"frozen suite frames judged as photos: ECE {photo_new:.4f} (champion {photo_old:.4f}, "
+                f"at most {bound:.4f})",
+                {"champion": photo_old, "challenger": photo_new, "bound": bound},
+            )
+        )
+    return tuple(checks)
+
+
+PHOTO_ECE_SLACK = 0.02  # a challenger's photo ECE may exceed the champion's by this much
+
+
+def _person_check(frozen: dict[str, Any], max_rise: float) -> Check:
+    """No person of the frozen suite whose real clips, or real frames judged as photos, the challenger
+    calls FAKE more often than the champion did by more than `max_rise`; names those who are."""
+    old, new = frozen["champion"].get("persons", {}), frozen["challenger"].get("persons", {})
+    rises: dict[str, float] = {}
+    for person, shares in new.items():
+        for kind, share in shares.items():
+            before = old.get(person, {}).get(kind, 0.0)
+            rises[f"{person} ({kind})"] = round(share - before, 4)
+    worst = max(rises.values(), default=0.0)
+    flagged = sorted(name for name, rise in rises.items() if rise > max_rise + 1e-9)
+    if not new:  # a suite whose manifest names nobody: nothing to compare per person
+        return Check("per person", True, "the frozen suite names no people: no per-person figures", {})
+    reason = f"real items called FAKE per person: largest rise {worst:+.3f} (at most {max_rise})" + (
+        f"; more often for {', '.join(flagged)}" if flagged else ""
+    )
+    return Check("per person", not flagged, reason, {"rises": rises, "flagged": flagged})
 
 
 def holdout_scores(model_dir: str | Path, feedback_dir: str | Path) -> dict[str, float]:
@@ -301,7 +417,13 @@ def holdout_scores(model_dir: str | Path, feedback_dir: str | Path) -> dict[str,
         appearance, videos["drift"].to_numpy(np.float64), videos["n_frames"].to_numpy()
     )
     y = videos["target"].to_numpy()
-    threshold = predictor.calibrator.threshold if predictor.calibrator else 0.5
+    # Each item at the threshold of the calibration that judges it (a photo: the photo calibration).
+    threshold = np.array(
+        [
+            calibrator.threshold if calibrator else 0.5
+            for calibrator in map(predictor.calibration_for, videos["drift"], videos["n_frames"])
+        ]
+    )
     clipped = np.clip(p, 1e-6, 1 - 1e-6)
     return {
         "n": len(y),
@@ -322,8 +444,28 @@ def _frozen_scores(base: EvaluateConfig, model_dir: Path, out_dir: Path) -> dict
         "auc": _number(video.get("auc")),
         "ece": _number(video.get("ece")),
         "ece_noise": _number((metrics.get("ece_if_calibrated") or {}).get("high")),
+        "photo_ece": _number((metrics.get("photo") or {}).get("ece")),
+        "photo_auc": _number((metrics.get("photo") or {}).get("auc")),
         "by_method": {k: _number(v.get("auc")) for k, v in metrics.get("by_method", {}).items()},
+        "persons": _real_fake_shares(out_dir),
     }
+
+
+def _real_fake_shares(evaluation_dir: Path) -> dict[str, dict[str, float]]:
+    """Per person of an evaluation: the share of their real videos, and of their real frames judged as
+    photos, called FAKE."""
+    from dfguard.evaluation.run import FRAMES_NAME, VIDEOS_NAME
+
+    shares: dict[str, dict[str, float]] = {}
+    for kind, name in (("videos", VIDEOS_NAME), ("photos", FRAMES_NAME)):
+        path = evaluation_dir / name
+        if not path.is_file():
+            continue
+        table = pd.read_parquet(path)
+        reals = table[(table["target"] == 0) & table["identity"].notna()]
+        for person, group in reals.groupby("identity"):
+            shares.setdefault(str(person), {})[kind] = round(float((group["verdict"] == "FAKE").mean()), 4)
+    return shares
 
 
 def _inputs(

@@ -104,6 +104,7 @@ class FrameDetector(Detector):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
+        self.head_input_dim = feature_dim  # what `judge` reads (a composed detector's experts read it too)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, 1))
         self.preset = preset
         self.channels_last = channels_last
@@ -113,7 +114,10 @@ class FrameDetector(Detector):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(as_channels_last(images, self.channels_last))
 
+    def judge(self, features: torch.Tensor) -> DetectorOutput:
+        """The head's output for backbone features (B, `head_input_dim`)."""
+        return output_from(self.head(features).squeeze(1), features)
+
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         check_frames(images)
-        features = self.embed(images)
-        return output_from(self.head(features).squeeze(1), features)
+        return self.judge(self.embed(images))

@@ -178,12 +178,17 @@ class ClipGradientTwin(nn.Module):
     Grad-CAM reads a ViT (its tokens stand where a CNN's last convolution does). Its weights never
     take a gradient, so threads share it."""
 
-    def __init__(self, detector: ClipFrozen) -> None:
+    def __init__(self, detector: FrameDetector, tower: nn.Module | None = None) -> None:
         super().__init__()
         from dfguard.models.clip import pretrained_tower
 
-        self.tower = pretrained_tower().eval().requires_grad_(False)
+        self.tower = tower if tower is not None else pretrained_tower().eval().requires_grad_(False)
         self.detector = [detector]  # in a list: the detector owns the twin, not the other way round
+
+    def judged_by(self, detector: FrameDetector) -> ClipGradientTwin:
+        """The same tower (shared, not copied) judging through another head on its features: a
+        composed detector's (`models.composed`)."""
+        return ClipGradientTwin(detector, self.tower)
 
     def forward(self, images: torch.Tensor) -> tuple[DetectorOutput, torch.Tensor]:
         states = self.tower.forward_blocks(images, CLS_BLOCKS)
