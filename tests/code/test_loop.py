@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from model_helpers import train_tiny_detector
 from registry_helpers import register_tiny
@@ -35,6 +36,7 @@ from dfguard.loop.monitor import current_frame
 from dfguard.loop.run import LoopBusyError, loop_checks, loop_lock, run_loop
 from dfguard.registry import CHAMPION, PREVIOUS, configure, current_aliases, move_alias
 from dfguard.review.reports import LOOP_RUN_TAG, loop_runs
+from dfguard.transforms import to_batch
 from pipelines.loop import loop_flow
 
 CROP_PX = 48  # the tiny face dataset's crops (tests/conftest.py)
@@ -370,3 +372,100 @@ def test_a_loop_killed_mid_fine_tune_leaves_things_consistent_and_the_next_run_c
         result = run_loop(finetune, store, world.client, "finetune")
     assert result.challenger is not None and result.promoted, result.checks
     assert current_aliases(world.client)[CHAMPION] == result.challenger
+
+
+def _dotted(rng: np.random.Generator, fake: bool) -> np.ndarray:
+    """A second kind of fake the champion never saw: a grid of bright dots over the face's lower half."""
+    base = cv2.GaussianBlur(rng.integers(60, 200, (CROP_PX, CROP_PX, 3), np.uint8), (0, 0), 3)
+    if fake:
+        base[26:44:3, 8:40:3] = 250
+    return base
+
+
+def test_a_second_round_adds_to_the_first_and_rollback_returns_the_first_whole(world) -> None:
+    from dfguard.loop.experts import composition_of
+    from dfguard.models import load_detector
+    from dfguard.promotion import rollback
+    from dfguard.registry import MODEL_NAME, load
+
+    with open_store(world.feedback) as store:
+        first = run_loop(world.cfg, store, world.client, "finetune")
+    assert first.promoted, [check.line for check in first.checks]
+    # Reviewers meet a second new kind and label it; the loop learns it in a round of its own.
+    predictor = Predictor(champion_model_dir(world))
+    rng = np.random.default_rng(11)
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    with open_store(world.feedback) as store:
+        for i in range(30):
+            fake = i % 2 == 1
+            record = _prediction(
+                predictor, _dotted(rng, fake), first.challenger, start + timedelta(seconds=i)
+            )
+            store.record(record)
+            store.add_label(record.prediction_id, "fake" if fake else "real", SIMULATED, note="simulated")
+        # What round two gains is not the point here (round one's expert already catches these blobs'
+        # dots): the gain check is relaxed so that its composition is promoted and can be compared.
+        relaxed = dataclasses.replace(
+            world.cfg, loop=dataclasses.replace(world.cfg.loop, min_holdout_gain=-1.0)
+        )
+        second = run_loop(relaxed, store, world.client, "finetune")
+    assert second.challenger and second.promoted, [check.line for check in second.checks if not check.passed]
+
+    def folder(version: str) -> Path:
+        return load(
+            world.client, f"models:/{MODEL_NAME}/{version}", world.cfg.loop.work_dir + f"/check-{version}"
+        )
+
+    one, _ = load_detector(folder(first.challenger))
+    two, _ = load_detector(folder(second.challenger))
+    assert (one.experts, two.experts) == (1, 2)
+    assert torch.equal(two.expert_weight[0], one.expert_weight[0])  # round one's expert untouched
+    assert all(torch.equal(two.base.state_dict()[k], v) for k, v in one.base.state_dict().items())
+    rounds = composition_of(folder(second.challenger))
+    assert [r["parent_version"] for r in rounds] == [world.champion, first.challenger]
+    # The dotted kind is caught by the second composition, and the striped kind still is.
+    crops = [_dotted(rng, True) for _ in range(6)] + [_striped(rng, True) for _ in range(6)]
+    with torch.inference_mode():
+        logits = two(to_batch(crops, two.preset)).logits
+    assert bool((logits > 0).all()), logits
+
+    aliases = rollback(world.client)
+    assert aliases[CHAMPION] == first.challenger
+    restored, _ = load_detector(folder(aliases[CHAMPION]))
+    assert restored.experts == 1 and torch.equal(restored.expert_weight[0], one.expert_weight[0])
+
+
+def champion_model_dir(world: World) -> Path:
+    """The world's champion model folder (its registered files, downloaded)."""
+    from dfguard.registry import MODEL_NAME, load
+
+    return load(world.client, f"models:/{MODEL_NAME}/{world.champion}", world.cfg.loop.work_dir + "/original")
+
+
+def test_photo_feedback_leaves_the_video_calibration_as_it_was(world, champion_model, tmp_path) -> None:
+    from dfguard.calibration.stage import run_calibrate
+    from dfguard.config import CalibrateConfig
+    from dfguard.loop.run import recalibrate_per_kind
+
+    faces_dir, model_dir = champion_model
+    calibrated = tmp_path / "calibrated"
+    run_calibrate(
+        CalibrateConfig(
+            model_dir=str(model_dir),
+            faces_dir=str(faces_dir),
+            out_dir=str(calibrated),
+            report_dir=str(tmp_path / "report"),
+            max_uncertain_fraction=0.5,
+        ),
+        progress=False,
+    )
+    with open_store(world.feedback) as store:
+        export_feedback(store, world.cfg.loop.dataset_dir, read_contract(faces_dir), 0.3)
+    out = tmp_path / "challenger"
+    recalibrate_per_kind(calibrated, calibrated, faces_dir, world.cfg.loop.dataset_dir, out, world.cfg, False)
+    before = json.loads((calibrated / "config.json").read_text())
+    after = json.loads((out / "config.json").read_text())
+    assert read_faces(world.cfg.loop.dataset_dir)["media_kind"].eq("image").all()  # photos only
+    assert after["calibration"] == before["calibration"]  # the videos' calibration did not move
+    assert after["photo_calibration"] != before["photo_calibration"]  # the photos' was re-fitted
+    assert after["photo_calibration"]["n_validation"] > before["photo_calibration"]["n_validation"]

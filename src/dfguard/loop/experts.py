@@ -131,26 +131,28 @@ def fit_expert(
     z_fake, z_real = _without(z_fake, basis), _without(z_real, basis)
     z = np.concatenate([z_fake, z_real])
     y = np.concatenate([np.ones(len(z_fake)), np.zeros(len(z_real))])
-    groups = np.concatenate([np.asarray(fake_groups, str), np.asarray(real_groups, str)])
 
-    # Held-out scores: each group scored by an expert fitted without it.
+    # Each group is scored by an expert fitted without it (fakes' and reals' groups dealt into the
+    # folds apart, so every fold holds both). The expert deployed is the folds' average: for a person
+    # none of them saw, its score is the mean of scores distributed like the held-out ones, so the
+    # threshold fitted on those fires on that person no more often than it did on them.
     rng = np.random.default_rng(seed)
-    names = np.unique(groups)
     folds = min(policy.expert_folds, len(np.unique(fake_groups)), len(np.unique(real_groups)))
     held_out = np.full(len(z), np.nan)
     if folds >= 2:
-        fold_of = dict(zip(names, rng.permutation(len(names)) % folds, strict=True))
-        fold = np.array([fold_of[g] for g in groups])
+        fold = np.concatenate([_deal(fake_groups, folds, rng), _deal(real_groups, folds, rng)])
+        fits = []
         for k in range(folds):
             out = fold == k
-            if y[~out].min() == y[~out].max():
-                continue
             w, b = _fit_direction(z[~out], y[~out], policy.expert_strength)
-            held_out[out] = _without(z[out], basis) @ w + b
-    weight, bias = _fit_direction(z, y, policy.expert_strength)
-    weight = weight - basis @ (basis.T @ weight)  # orthogonal to the identity subspace, exactly
-    if np.isnan(held_out).all():  # too few groups to hold any out: the in-sample scores, flagged
+            held_out[out] = z[out] @ w + b
+            fits.append((w, b))
+        weight = np.mean([w for w, _ in fits], axis=0)
+        bias = float(np.mean([b for _, b in fits]))
+    else:  # too few groups to hold any out: one fit, judged on its own training faces (flagged)
+        weight, bias = _fit_direction(z, y, policy.expert_strength)
         held_out = z @ weight + bias
+    weight = weight - basis @ (basis.T @ weight)  # orthogonal to the identity subspace, exactly
     real_out, fake_out = held_out[len(z_fake) :], held_out[: len(z_fake)]
     threshold = _threshold(real_out, np.asarray(real_groups, str), policy)
     fired = fake_out[fake_out >= threshold]
@@ -172,6 +174,14 @@ def fit_expert(
         "heldout_worst_group_fire": round(_worst_group_fire(real_out, real_groups, threshold), 4),
     }
     return ExpertFit(raw_weight, raw_bias, float(threshold), float(floor), float(slope), figures)
+
+
+def _deal(groups: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Each item's fold: its group's, the groups dealt round-robin in a random order."""
+    names, index = np.unique(np.asarray(groups, str), return_inverse=True)
+    fold_of_group = np.empty(len(names), int)
+    fold_of_group[rng.permutation(len(names))] = np.arange(len(names)) % folds
+    return fold_of_group[index]
 
 
 def _threshold(scores: np.ndarray, groups: np.ndarray, policy: LoopConfig) -> float:
@@ -233,15 +243,12 @@ def reference_reals(
     detector and face table, then read from `cache_dir`."""
     faces = read_faces(faces_dir, subject_only=True)
     faces = faces[(faces["label"] == "real") & faces["split"].isin(("train", "val"))]
-    picked = (
-        faces.sort_values(["video_id", "frame"])
-        .groupby("video_id", group_keys=False)
-        .apply(
-            lambda group: group.iloc[
-                np.linspace(0, len(group) - 1, min(per_video, len(group))).round().astype(int)
-            ]
-        )
-    )
+    ordered = faces.sort_values(["video_id", "frame"])
+    position = ordered.groupby("video_id").cumcount().to_numpy()
+    count = ordered.groupby("video_id")["frame"].transform("size").to_numpy()
+    # `per_video` faces spread over each clip: those whose rank lands on a new step of count/per_video.
+    step = np.maximum(count / per_video, 1.0)
+    picked = ordered[np.floor(position / step) != np.floor((position - 1) / step)]
     key = hashlib.sha256(
         json.dumps({"model": model.config, "crops": picked["crop"].tolist()}, sort_keys=True).encode()
     ).hexdigest()[:16]
