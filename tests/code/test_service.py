@@ -392,3 +392,42 @@ def test_hostile_requests_get_a_client_error_never_a_500(service, method, path, 
         response = client.request(method, path, **kwargs)
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
     assert "Traceback" not in response.text
+
+
+def test_a_composed_champion_is_served_and_its_expert_speaks(service, inference_media, tmp_path):
+    """What the loop registers (a base detector plus an expert) is what `bentoml serve` loads and
+    judges with: an expert that fires on every face lifts the verdict to FAKE, and the answer names the
+    composition."""
+    import json
+
+    import torch
+
+    from dfguard.models import load_detector, save_detector
+    from dfguard.models.composed import compose
+    from dfguard.models.io import CONFIG_NAME, RESERVED_KEYS
+
+    base_dir = save_tiny_model(tmp_path / "base", seed=5)
+    base, config = load_detector(base_dir)
+    fires_always = {
+        "weight": torch.zeros(base.head_input_dim),
+        "bias": 1.0,
+        "threshold": 0.0,  # every score (1.0) is past it
+        "floor": 6.0,
+        "slope": 0.0,
+    }
+    extra = {k: v for k, v in config.items() if k not in RESERVED_KEYS}
+    composed_dir = save_detector(compose(base, [fires_always]), tmp_path / "composed", extra)
+    assert json.loads((composed_dir / CONFIG_NAME).read_text())["model"]["name"] == "composed"
+    client_mlflow = configure(service.registry)
+    version = register_tiny(client_mlflow, composed_dir, evaluation(0.8))
+    move_alias(client_mlflow, "champion", version)
+    photo = (inference_media / "portrait.png").read_bytes()
+    deadline, answer = time.monotonic() + 60, {}
+    with service.client() as client:
+        while time.monotonic() < deadline:
+            answer = client.post("/detect", files={"file": ("p.png", photo)}).json()
+            if answer.get("model", {}).get("version") == version:
+                break
+            time.sleep(0.3)
+    assert answer["model"]["version"] == version and answer["model"]["name"] == "composed"
+    assert answer["verdict"] == "FAKE" and answer["probability"] > 0.99  # logit 6 on an uncalibrated model
