@@ -469,3 +469,18 @@ def test_photo_feedback_leaves_the_video_calibration_as_it_was(world, champion_m
     assert after["calibration"] == before["calibration"]  # the videos' calibration did not move
     assert after["photo_calibration"] != before["photo_calibration"]  # the photos' was re-fitted
     assert after["photo_calibration"]["n_validation"] > before["photo_calibration"]["n_validation"]
+
+
+def test_a_composition_that_would_call_real_people_fake_is_refused_naming_them(world) -> None:
+    # An expert told it may fire on most real faces (a threshold no real reviewer would accept) does:
+    # the frozen suite's real clips are then called FAKE, and the per-person check refuses it by name.
+    reckless = dataclasses.replace(
+        world.cfg, loop=dataclasses.replace(world.cfg.loop, expert_real_fire=0.95, expert_person_fire=0.95)
+    )
+    with open_store(world.feedback) as store:
+        result = run_loop(reckless, store, world.client, "finetune")
+    assert result.challenger is not None and not result.promoted
+    failed = {check.name: check for check in result.checks if not check.passed}
+    assert "per person" in failed, [check.line for check in result.checks]
+    assert failed["per person"].figures["flagged"] and "more often for" in failed["per person"].reason
+    assert current_aliases(world.client)[CHAMPION] == world.champion  # clients keep the champion

@@ -309,15 +309,19 @@ def learn_round(
         progress,
     )
     floor, high = calibrated_logits(config)
-    fit = fit_expert(
-        fake_inputs,
-        fakes["video_id"].astype(str).to_numpy(),
-        np.concatenate([corpus_reals, feedback_reals]),
-        np.concatenate([corpus_groups, "feedback:" + reals["video_id"].astype(str).to_numpy()]),
-        floor,
-        high,
-        policy,
-    )
+    real_inputs = np.concatenate([corpus_reals, feedback_reals])
+    real_groups = np.concatenate([corpus_groups, "feedback:" + reals["video_id"].astype(str).to_numpy()])
+    fake_groups = fakes["video_id"].astype(str).to_numpy()
+    fit = fit_expert(fake_inputs, fake_groups, real_inputs, real_groups, floor, high, policy)
+    # A label is the item's, not each face's: a fake photo of a group holds real bystanders too. One
+    # multiple-instance step: of each fake frame's faces, the one the first fit finds most fake is
+    # the manipulated one, and the expert is fitted again on those.
+    frame_of = fake_groups + ":" + fakes["frame"].astype(str).to_numpy()
+    if len(np.unique(frame_of)) < len(frame_of):
+        scores = fake_inputs @ fit.weight + fit.bias
+        ranked = pd.DataFrame({"frame": frame_of, "score": scores}).sort_values("score", ascending=False)
+        keep = np.sort(ranked.drop_duplicates("frame").index.to_numpy())
+        fit = fit_expert(fake_inputs[keep], fake_groups[keep], real_inputs, real_groups, floor, high, policy)
     earlier = experts_of(champion) if isinstance(champion, ComposedDetector) else []
     model = compose(base, [*earlier, fit.as_expert()])
     extra = {k: v for k, v in config.items() if k not in RESERVED_KEYS}

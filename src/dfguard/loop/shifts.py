@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from dfguard.corpus.novel import NOVEL_KINDS, morph, resynth
-from dfguard.faces.detector import FaceDetector
+from dfguard.faces.detector import Face, FaceDetector
 from dfguard.loop.demo import HOLDOUT_SPLIT, StreamItem, shifted_stream
 
 SHIFTS = ("degrade", *NOVEL_KINDS)
@@ -68,9 +68,9 @@ def novel_photos(
         if row.target_identity in donors:
             continue
         frame = _frame_at(Path(dataset_dir) / row.path, 0.5)
-        faces = detector.detect(frame) if frame is not None else []
-        if faces:
-            donors[row.target_identity] = (frame, faces[0].landmarks, row.split == HOLDOUT_SPLIT)
+        subject = _subject(detector.detect(frame), frame.shape) if frame is not None else None
+        if subject is not None:
+            donors[row.target_identity] = (frame, subject.landmarks, row.split == HOLDOUT_SPLIT)
     items: list[StreamItem] = []
     for row in tqdm(reals.itertuples(), total=len(reals), desc=f"{kind} photos", disable=not progress):
         holdout = row.split == HOLDOUT_SPLIT
@@ -104,9 +104,20 @@ def _manipulated(
     """The frame as a fake of `kind`, or None when no face is found to manipulate."""
     if kind == "resynth":
         return resynth(frame, rng)
-    faces = detector.detect(frame)
+    subject = _subject(detector.detect(frame), frame.shape)
     others = [name for name, (_, _, side) in donors.items() if side == holdout and name != person]
-    if not faces or not others:
+    if subject is None or not others:
         return None
     donor, donor_landmarks, _ = donors[others[int(rng.integers(len(others)))]]
-    return morph(frame, faces[0].landmarks, donor, donor_landmarks, rng)
+    return morph(frame, subject.landmarks, donor, donor_landmarks, rng)
+
+
+def _subject(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
+    """The face a corpus clip is about: the camera follows it, so of the faces at least half the
+    largest one's height, the one nearest the frame's centre."""
+    if not faces:
+        return None
+    tallest = max(face.height for face in faces)
+    centre = np.array([shape[1] / 2, shape[0] / 2])
+    candidates = [face for face in faces if face.height >= 0.5 * tallest]
+    return min(candidates, key=lambda face: float(np.linalg.norm(face.landmarks.mean(axis=0) - centre)))
