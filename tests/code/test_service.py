@@ -29,6 +29,7 @@ from service_helpers import (
 from dfguard.feedback import open_store
 from dfguard.registry import configure, move_alias
 from dfguard.registry.store import DB_NAME
+from dfguard.serving.client import ServiceError
 
 
 def _stored(service: Service, prediction_id: str, timeout_s: float = 20.0) -> dict:
@@ -237,6 +238,26 @@ def test_rate_limit_answers_429_with_retry_after(service):
     assert limited, [r.status_code for r in codes]
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
+
+
+def test_the_python_client_waits_out_a_rate_limit(service, inference_media):
+    from dfguard.serving.client import DetectionClient
+
+    with service.client(BURST_SECRET) as client:  # the key's bucket emptied
+        assert any(client.get("/model").status_code == 429 for _ in range(3 * RATE_BURST))
+    patient = DetectionClient(service.url, BURST_SECRET)
+    impatient = DetectionClient(service.url, BURST_SECRET, retries=0)
+    try:
+        with service.client(BURST_SECRET) as client:
+            while client.get("/model").status_code != 429:
+                pass
+        with pytest.raises(ServiceError, match="429 RATE_LIMITED"):
+            impatient.detect(inference_media / "portrait.png")
+        answer = patient.detect(inference_media / "portrait.png")  # after its Retry-After: answered
+        assert answer["verdict"] in ("FAKE", "REAL", "UNCERTAIN")
+    finally:
+        patient.close()
+        impatient.close()
 
 
 def test_champion_moves_under_load_without_a_failed_request(service, inference_media, tmp_path):
