@@ -89,7 +89,7 @@ bench-load: $(STAMP)
 # The loop on two kinds of fake the champion never saw, 10-200 simulated labels, added expert vs replay
 # fine-tune (run `make run` first; ~40 min).
 bench-loop: $(STAMP)
-	$(BIN)/dfguard bench loop --shift morph
+	$(BIN)/dfguard bench loop --shift reshape
 	$(BIN)/dfguard bench loop --shift resynth
 
 bench-summary: $(STAMP)

@@ -37,8 +37,8 @@ def test_benchmarks_not_run_name_their_command_and_the_machine_is_described(tmp_
 def test_a_run_benchmark_shows_its_ratio_and_a_broken_one_does_not_stop_the_table(tmp_path: Path) -> None:
     (tmp_path / "serve").mkdir()
     (tmp_path / "serve" / "serve.json").write_text(json.dumps(_serve_rows(2.0, 1.5)))
-    (tmp_path / "loop-morph").mkdir()
-    (tmp_path / "loop-morph" / "loop.json").write_text('{"rows": [{"labels": 25}]}')  # a row cut short
+    (tmp_path / "loop-reshape").mkdir()
+    (tmp_path / "loop-reshape" / "loop.json").write_text('{"rows": [{"labels": 25}]}')  # a row cut short
     result = subprocess.run(
         [str(DFGUARD), "bench", "summary", "--out", str(tmp_path)],
         capture_output=True,
@@ -49,7 +49,7 @@ def test_a_run_benchmark_shows_its_ratio_and_a_broken_one_does_not_stop_the_tabl
     table = (tmp_path / "summary.md").read_text()
     service = next(line for line in table.splitlines() if line.startswith("| service |"))
     assert "x0.75 the bare predictor's throughput" in service and "1.50 req/s" in service
-    loop = next(line for line in table.splitlines() if line.startswith("| loop: morph |"))
+    loop = next(line for line in table.splitlines() if line.startswith("| loop: reshape |"))
     assert "unreadable" in loop and "make bench-loop" in loop
     assert "| extraction | not run |" in table
     assert table in result.stdout

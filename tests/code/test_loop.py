@@ -236,7 +236,10 @@ def test_labels_on_a_missed_kind_of_fake_end_in_a_champion_that_gets_it_right(wo
     assert result.decision.action == "finetune", result.decision.reasons
     assert result.decision.inputs.errors >= world.cfg.loop.min_errors
     holdout = result.scores["holdout"]
-    assert holdout["challenger"]["accuracy"] > holdout["champion"]["accuracy"] + 0.2, result.checks
+    # The striped fakes of the holdout, never trained on, are caught now; the reals' verdicts the
+    # expert leaves alone, so accuracy rises by the fakes it catches.
+    assert holdout["challenger"]["fake_recall"] >= max(0.8, holdout["champion"]["fake_recall"] + 0.3), holdout
+    assert holdout["challenger"]["accuracy"] > holdout["champion"]["accuracy"], holdout
     assert result.promoted, result.checks
     aliases = current_aliases(world.client)
     assert aliases[CHAMPION] == result.challenger and aliases[PREVIOUS] == world.champion

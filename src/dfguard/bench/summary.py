@@ -147,7 +147,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[Row]], str], ...
     ("detection", "detect/detect.json", _detect, "make bench-detect"),
     ("service", "serve/serve.json", _serve, "make bench-serve"),
     ("load", "load/load.json", _load, "make bench-load"),
-    ("loop: morph", "loop-morph/loop.json", _loop, "make bench-loop"),
+    ("loop: reshape", "loop-reshape/loop.json", _loop, "make bench-loop"),
     ("loop: resynth", "loop-resynth/loop.json", _loop, "make bench-loop"),
 )
 

@@ -200,9 +200,9 @@ def add_commands(commands: Commands) -> None:
     )
     bench_loop.add_argument(
         "--shift",
-        default="morph",
-        choices=("degrade", "morph", "resynth"),
-        help="the stream: a new kind of fake (morph, resynth) or known fakes degraded (default: %(default)s)",
+        default="reshape",
+        choices=("degrade", "reshape", "resynth", "recolour", "morph"),
+        help="the stream: a new kind of fake, or the corpus's fakes degraded (default: %(default)s)",
     )
     bench_loop.add_argument("--out", default="", help="where results go (default: bench/loop-SHIFT)")
     bench_loop.add_argument("--labels", type=int, nargs="+", help="label counts (default: 10 25 50 100 200)")

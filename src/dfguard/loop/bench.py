@@ -1,6 +1,6 @@
 """`dfguard bench loop --shift KIND`: what the loop buys and what it costs, on a stream of a kind of fake
-the champion misses (`loop.shifts`: a new kind, `morph` or `resynth`, or `degrade`, known fakes
-re-shared at low resolution), along the real path: a running service judges the stream, a simulated
+the champion misses (`loop.shifts`: a new kind such as `reshape` or `resynth`, or `degrade`, known
+fakes re-shared at low resolution), along the real path: a running service judges the stream, a simulated
 reviewer labels it in the store, the loop learns, gates and promotes, the service switches.
 
 Labels accumulate as a reviewer's would: the pool is judged and labelled up to the first count, the
@@ -56,7 +56,7 @@ def bench_loop(
     overrides: dict[str, Any],
     out_dir: Path,
     counts: tuple[int, ...] = LABEL_COUNTS,
-    shift: str = "morph",
+    shift: str = "reshape",
     designs: tuple[str, ...] = DESIGNS,
     progress: bool = True,
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ all-or-nothing) and its work folder is rebuilt by the next run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -214,17 +215,22 @@ def _make_challenger(
         model_dir = train_detector(train_config, progress=progress).model_dir
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    challenger_dir = run_dir / "calibrated"
-    recalibrate_per_kind(
-        model_dir, champion_dir, cfg.train.faces_dir, cfg.loop.dataset_dir, challenger_dir, cfg, progress
-    )
+    if decision.action == "finetune" and cfg.loop.learn == "expert":
+        # The composition keeps the champion's calibrations: its experts' logits are placed on them
+        # (loop/experts.py), and a few dozen labels of one kind would move a fit made on hundreds.
+        challenger_dir = model_dir
+    else:
+        challenger_dir = run_dir / "calibrated"
+        recalibrate_per_kind(
+            model_dir, champion_dir, cfg.train.faces_dir, cfg.loop.dataset_dir, challenger_dir, cfg, progress
+        )
     seconds["calibrate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     scores = {
         "frozen": {
-            name: _frozen_scores(cfg.evaluate, folder, run_dir / f"evaluate-{name}")
-            for name, folder in (("champion", champion_dir), ("challenger", challenger_dir))
+            "champion": _champion_frozen_scores(cfg.evaluate, champion_dir, run_dir / "evaluate-champion"),
+            "challenger": _frozen_scores(cfg.evaluate, challenger_dir, run_dir / "evaluate-challenger"),
         },
         "holdout": {
             name: holdout_scores(folder, cfg.loop.dataset_dir)
@@ -403,7 +409,7 @@ def _person_check(frozen: dict[str, Any], max_rise: float) -> Check:
 
 def holdout_scores(model_dir: str | Path, feedback_dir: str | Path) -> dict[str, float]:
     """A model's figures on the feedback holdout, judged as the service judges: AUC (NaN with one
-    class), accuracy at its threshold, log loss, and the item count."""
+    class), accuracy and the share of fakes caught at its threshold, log loss, and the item count."""
     from dfguard.evaluation.run import score_split  # torch: only when a model is scored
     from dfguard.inference.predictor import Predictor
 
@@ -411,7 +417,7 @@ def holdout_scores(model_dir: str | Path, feedback_dir: str | Path) -> dict[str,
     try:
         _, videos = score_split(predictor, feedback_dir, HOLDOUT, progress=False)
     except ValueError:  # no holdout items yet
-        return {"n": 0, "auc": math.nan, "accuracy": math.nan, "log_loss": math.nan}
+        return {"n": 0, "auc": math.nan, "accuracy": math.nan, "fake_recall": math.nan, "log_loss": math.nan}
     appearance = videos.get("appearance_logit", videos["logit"]).to_numpy()
     p = predictor.probabilities(
         appearance, videos["drift"].to_numpy(np.float64), videos["n_frames"].to_numpy()
@@ -429,8 +435,24 @@ def holdout_scores(model_dir: str | Path, feedback_dir: str | Path) -> dict[str,
         "n": len(y),
         "auc": roc_auc(y, p) if y.min() != y.max() else math.nan,
         "accuracy": float(np.mean((p >= threshold) == (y == 1))),
+        "fake_recall": float(np.mean(p[y == 1] >= threshold[y == 1])) if (y == 1).any() else math.nan,
         "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
     }
+
+
+def _champion_frozen_scores(base: EvaluateConfig, champion_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The champion's frozen-suite figures, measured once per champion and suite (they cannot change
+    while it is the champion) and kept beside its downloaded folder: every later round reads them."""
+    suite = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("model_dir", "out_dir")}
+    key = hashlib.sha256(json.dumps(suite, sort_keys=True).encode()).hexdigest()[:16]
+    cached = champion_dir.parent / f"frozen-{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    scores = _frozen_scores(base, champion_dir, out_dir)
+    partial = cached.with_suffix(".partial")
+    partial.write_text(json.dumps(scores, default=str))
+    partial.replace(cached)
+    return scores
 
 
 def _frozen_scores(base: EvaluateConfig, model_dir: Path, out_dir: Path) -> dict[str, Any]:

@@ -3,11 +3,11 @@ learn from a simulated reviewer's labels.
 
 - `degrade`: the corpus's clips re-shared at low resolution (`loop.demo.shifted_stream`): known fakes
   whose evidence changed.
-- `morph`, `resynth` (`corpus.novel`): kinds of fake the training never had, made by code that shares
-  nothing with the corpus's manipulations, as photos. From every real clip of the corpus, two frames
-  become real photos and two others fakes of the kind; a morph's second person is another person of
-  the same side (pool or holdout), so the holdout's people are in no labelled item. Reals and fakes are
-  saved alike (JPEG, quality 92), so the file format says nothing.
+- `reshape`, `resynth`, `recolour`, `morph` (`corpus.novel`): kinds of fake the training never had,
+  made by code that shares nothing with the corpus's manipulations, as photos. From every real clip
+  of the corpus, two frames become real photos and two others fakes of the kind; a morph's second
+  person is another person of the same side (pool or holdout), so the holdout's people are in no
+  labelled item. Reals and fakes are saved alike (JPEG, quality 92), so the file format says nothing.
 
 The holdout is the test split's people (never trained on, never labelled); the pool is everyone else.
 """
@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dfguard.corpus.novel import NOVEL_KINDS, morph, resynth
+from dfguard.corpus.novel import NOVEL_KINDS, morph
 from dfguard.faces.detector import Face, FaceDetector
 from dfguard.loop.demo import HOLDOUT_SPLIT, StreamItem, shifted_stream
 
-SHIFTS = ("degrade", *NOVEL_KINDS)
+SHIFTS = ("degrade", *NOVEL_KINDS, "morph")
 REAL_AT, FAKE_AT = (0.2, 0.6), (0.4, 0.8)  # where in a clip its real and fake photos are taken
 JPEG_QUALITY = 92
 
@@ -36,7 +36,7 @@ def stream_for(
     """The items of `shift` (one of `SHIFTS`), made under `out_dir` once (kept for later runs)."""
     if shift == "degrade":
         return shifted_stream(manifest_path, dataset_dir, out_dir, progress)
-    if shift not in NOVEL_KINDS:
+    if shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}; one of {', '.join(SHIFTS)}")
     return novel_photos(shift, manifest_path, dataset_dir, out_dir, progress)
 
@@ -102,11 +102,13 @@ def _manipulated(
     rng: np.random.Generator,
 ) -> np.ndarray | None:
     """The frame as a fake of `kind`, or None when no face is found to manipulate."""
-    if kind == "resynth":
-        return resynth(frame, rng)
     subject = _subject(detector.detect(frame), frame.shape)
+    if subject is None:
+        return None
+    if kind != "morph":
+        return NOVEL_KINDS[kind](frame, subject.landmarks, rng)
     others = [name for name, (_, _, side) in donors.items() if side == holdout and name != person]
-    if subject is None or not others:
+    if not others:
         return None
     donor, donor_landmarks, _ = donors[others[int(rng.integers(len(others)))]]
     return morph(frame, subject.landmarks, donor, donor_landmarks, rng)
