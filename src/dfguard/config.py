@@ -265,7 +265,7 @@ class ServeConfig:
     # release the GIL, so a few overlap well even on 2 cores.
     threads: int = 4
     model_uri: str = "models:/dfguard-detector@champion"  # or a local model folder
-    reload_interval_s: float = 60.0  # how often the registry is asked whether the champion moved; 0: never
+    reload_interval_s: float = 10.0  # how often the registry is asked whether the champion moved; 0: never
     # A copy of the last champion loaded from the registry, served by a service that starts while the
     # registry cannot be reached; "" keeps no copy (such a start then waits for the registry).
     cache_dir: str = "data/service/model-cache"
