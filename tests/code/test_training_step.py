@@ -30,6 +30,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "clip_vit_b16": {"input_size": SIZE, "pretrained": False, "tune_backbone": True},
     "clip_frozen": {"head": "mlp", "hidden": 8},  # its backbone is the INT8 graph: nothing to move there
     "temporal": {"frame_model": SMALL, "pooling": "attention", "hidden": 8},
+    "composed": {"base": SMALL},  # the loop fits its experts; a step still trains the base beneath
     "ensemble": {
         "members": [SMALL, {"name": "mobilenet_v2", "kwargs": {"input_size": SIZE, "pretrained": False}}]
     },
@@ -62,9 +63,11 @@ def test_a_training_step_gives_a_finite_loss_and_moves_backbone_and_head(
     loss = train_step(model.train(), inputs, labels, optimizer, criterion, scaler, False, blend_maps)
     assert np.isfinite(loss) and loss > 0
     after = model.state_dict()
-    parts = {"blend_map": ("backbone.", "head.", "map_head."), "clip_frozen": ("head.",)}.get(
-        name, ("backbone.", "head.")
-    )
+    parts = {
+        "blend_map": ("backbone.", "head.", "map_head."),
+        "clip_frozen": ("head.",),
+        "composed": ("base.backbone.", "base.head."),
+    }.get(name, ("backbone.", "head."))
     for part in parts:
         moved = [k for k in before if k.startswith(part) and not torch.equal(before[k], after[k])]
         assert moved, f"{name}: no {part[:-1]} weight changed"

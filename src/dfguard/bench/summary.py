@@ -149,6 +149,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[Row]], str], ...
     ("load", "load/load.json", _load, "make bench-load"),
     ("loop: reshape", "loop-reshape/loop.json", _loop, "make bench-loop"),
     ("loop: resynth", "loop-resynth/loop.json", _loop, "make bench-loop"),
+    (
+        "loop: resynth clips",
+        "loop-resynth-video/loop.json",
+        _loop,
+        "dfguard bench loop --shift resynth --media video",
+    ),
 )
 
 

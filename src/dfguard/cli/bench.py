@@ -104,7 +104,7 @@ def _bench_loop(args: argparse.Namespace) -> int:
 
     cfg = config_from(args, {})
     print(f"SIMULATED REVIEWER: labels come from the ground truth, stored as {SIMULATED_REVIEWER!r}")
-    out = Path(args.out or f"bench/loop-{args.shift}")
+    out = Path(args.out or f"bench/loop-{args.shift}" + ("-video" if args.media == "video" else ""))
     result = bench_loop(
         cfg,
         Path(args.params),
@@ -113,6 +113,7 @@ def _bench_loop(args: argparse.Namespace) -> int:
         tuple(args.labels or LABEL_COUNTS),
         args.shift,
         tuple(args.designs or DESIGNS),
+        media=args.media,
     )
     print(
         f"{'labels':>6} {'design':>8} {'promoted':>8} {'AUC':>6} {'FAKE':>6} {'reals FAKE':>10} "
@@ -204,7 +205,13 @@ def add_commands(commands: Commands) -> None:
         choices=("degrade", "reshape", "resynth", "recolour", "morph"),
         help="the stream: a new kind of fake, or the corpus's fakes degraded (default: %(default)s)",
     )
-    bench_loop.add_argument("--out", default="", help="where results go (default: bench/loop-SHIFT)")
+    bench_loop.add_argument(
+        "--media",
+        default="image",
+        choices=("image", "video"),
+        help="photos, or clips (resynth only; about an hour on 2 cores) (default: %(default)s)",
+    )
+    bench_loop.add_argument("--out", default="", help="where results go (default: bench/loop-SHIFT[-video])")
     bench_loop.add_argument("--labels", type=int, nargs="+", help="label counts (default: 10 25 50 100 200)")
     bench_loop.add_argument(
         "--designs", nargs="+", choices=("expert", "finetune"), help="loop.learn designs (default: both)"

@@ -59,6 +59,7 @@ def bench_loop(
     shift: str = "reshape",
     designs: tuple[str, ...] = DESIGNS,
     progress: bool = True,
+    media: str = "image",
 ) -> dict[str, Any]:
     """The rows of the module docstring; writes loop.json and loop.png to `out_dir`."""
     counts = tuple(sorted(set(counts)))
@@ -79,13 +80,8 @@ def bench_loop(
             cfg.loop, dataset_dir=settings["loop.dataset_dir"], drift_dir=settings["loop.drift_dir"]
         ),
     )
-    items = stream_for(
-        shift,
-        cfg.extract.manifest_path,
-        cfg.extract.dataset_dir,
-        out_dir.parent / f"stream-{shift}",
-        progress,
-    )
+    stream_dir = out_dir.parent / (f"stream-{shift}" if media == "image" else f"stream-{shift}-{media}")
+    items = stream_for(shift, cfg.extract.manifest_path, cfg.extract.dataset_dir, stream_dir, progress, media)
     holdout = [item for item in items if item.holdout]
     pool = pool_order(items, cfg.train.seed)
     if len(pool) < counts[-1]:
@@ -116,8 +112,8 @@ def bench_loop(
                     restore_aliases(registry, aliases)  # the next row starts from the same champion
                 wait_for_version(served, champion, 10 * cfg.serve.reload_interval_s + 120)
                 rows.append({"labels": n, "design": design, "holdout_before": before, **row})
-                _write(out_dir, rows, counts, shift)
-    return _write(out_dir, rows, counts, shift)
+                _write(out_dir, rows, counts, shift, media)
+    return _write(out_dir, rows, counts, shift, media)
 
 
 class _ChallengerJudge:
@@ -199,9 +195,11 @@ def _row(
     }
 
 
-def _write(out_dir: Path, rows: list[dict[str, Any]], counts: tuple[int, ...], shift: str) -> dict:
+def _write(
+    out_dir: Path, rows: list[dict[str, Any]], counts: tuple[int, ...], shift: str, media: str
+) -> dict:
     """loop.json and loop.png so far (written after every row: a long run shows its progress)."""
-    result = {"shift": shift, "rows": rows, "counts": list(counts)}
+    result = {"shift": shift, "media": media, "rows": rows, "counts": list(counts)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "loop.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if rows:

@@ -24,21 +24,67 @@ from tqdm import tqdm
 from dfguard.corpus.novel import NOVEL_KINDS, morph
 from dfguard.faces.detector import Face, FaceDetector
 from dfguard.loop.demo import HOLDOUT_SPLIT, StreamItem, shifted_stream
+from dfguard.media.video import write_video
 
 SHIFTS = ("degrade", *NOVEL_KINDS, "morph")
 REAL_AT, FAKE_AT = (0.2, 0.6), (0.4, 0.8)  # where in a clip its real and fake photos are taken
 JPEG_QUALITY = 92
+CLIP_CRF = 23  # the clips of a video stream, real and fake alike
 
 
 def stream_for(
-    shift: str, manifest_path: str | Path, dataset_dir: str | Path, out_dir: Path, progress: bool = True
+    shift: str,
+    manifest_path: str | Path,
+    dataset_dir: str | Path,
+    out_dir: Path,
+    progress: bool = True,
+    media: str = "image",
 ) -> list[StreamItem]:
-    """The items of `shift` (one of `SHIFTS`), made under `out_dir` once (kept for later runs)."""
+    """The items of `shift` (one of `SHIFTS`) as `media` (image or video), made under `out_dir` once
+    (kept for later runs)."""
     if shift == "degrade":
         return shifted_stream(manifest_path, dataset_dir, out_dir, progress)
     if shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}; one of {', '.join(SHIFTS)}")
+    if media == "video":
+        return novel_clips(shift, manifest_path, dataset_dir, out_dir, progress)
     return novel_photos(shift, manifest_path, dataset_dir, out_dir, progress)
+
+
+def novel_clips(
+    kind: str, manifest_path: str | Path, dataset_dir: str | Path, out_dir: Path, progress: bool = True
+) -> list[StreamItem]:
+    """Every real clip of the corpus twice: as it is and as a fake of `kind`, each frame edited, both
+    encoded alike (H.264, CRF `CLIP_CRF`), so the encoding says nothing. Only the kinds that edit a
+    whole frame without landmarks (`resynth`): the others would need a face found in every frame."""
+    if kind != "resynth":
+        raise ValueError(f"--media video is made for resynth only, not {kind!r}")
+    manifest = pd.read_parquet(manifest_path)
+    reals = manifest[(manifest["media_kind"] == "video") & (manifest["label"] == "real")].sort_values(
+        "video_id"
+    )
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    items: list[StreamItem] = []
+    for row in tqdm(reals.itertuples(), total=len(reals), desc=f"{kind} clips", disable=not progress):
+        for label in ("real", "fake"):
+            target = out_dir / label / f"{row.video_id}.mp4"
+            if not target.is_file():
+                capture = cv2.VideoCapture(str(Path(dataset_dir) / row.path))
+                frames = []
+                while (read := capture.read())[0]:
+                    frame = read[1]
+                    frames.append(
+                        NOVEL_KINDS[kind](frame, np.zeros((5, 2)), rng) if label == "fake" else frame
+                    )
+                capture.release()
+                if not frames:
+                    continue
+                write_video(frames, target, round(row.fps), CLIP_CRF)
+            kept = "real" if label == "real" else kind
+            items.append(
+                StreamItem(target, label, kept, row.split == HOLDOUT_SPLIT, str(row.target_identity))
+            )
+    return items
 
 
 def _frame_at(path: Path, fraction: float) -> np.ndarray | None:

@@ -52,9 +52,18 @@ class ComposedDetector(FrameDetector):
         self.head_input_dim = dim
         self.register_buffer("expert_weight", torch.zeros(experts, dim))
         self.register_buffer("expert_bias", torch.zeros(experts))
-        self.register_buffer("expert_threshold", torch.zeros(experts))
+        # Built, not yet fitted: experts that never fire (`compose` and loading set the real ones).
+        self.register_buffer("expert_threshold", torch.full((experts,), torch.inf))
         self.register_buffer("expert_floor", torch.zeros(experts))
         self.register_buffer("expert_slope", torch.ones(experts))
+
+    @classmethod
+    def build(cls, base: dict[str, Any], experts: int) -> ComposedDetector:
+        """`get_model("composed", ...)`, typed: a config recorded as the registry records it."""
+        model = get_model("composed", base=base, experts=experts)
+        if not isinstance(model, cls):  # another class registered under the name: a programming error
+            raise TypeError(f"'composed' builds {type(model).__name__}, not {cls.__name__}")
+        return model
 
     # The base owns the modules; training and scoring code reads them under these names.
     @property
@@ -123,8 +132,7 @@ def compose(base: FrameDetector, experts: list[dict[str, torch.Tensor | float]])
     `EXPERT_BUFFERS` names without the `expert_` prefix: weight (D,), bias, threshold, floor, slope)."""
     if isinstance(base, ComposedDetector):
         raise ValueError("compose the base detector: a composed one already holds its experts")
-    model = get_model("composed", base=base.config, experts=len(experts))
-    assert isinstance(model, ComposedDetector)
+    model = ComposedDetector.build(base.config, len(experts))
     model.base.load_state_dict(base.state_dict())
     for name in EXPERT_BUFFERS:
         values = [
