@@ -44,6 +44,7 @@ from dfguard.loop.experts import learn_round
 from dfguard.loop.finetune import build_loop_datasets, fine_tune_config, recalibrate
 from dfguard.loop.gate import ACTIONS, Action, LoopDecision, LoopInputs, loop_gate
 from dfguard.metrics import expected_calibration_error, roc_auc
+from dfguard.models.io import CONFIG_NAME
 from dfguard.promotion import Check, ece_check, loadable, promote
 from dfguard.registry import (
     CHAMPION,
@@ -145,7 +146,7 @@ def _run(
         )
     work = Path(cfg.loop.work_dir)
     champion_dir = _champion_folder(client, champion, work)
-    config = json.loads((champion_dir / "config.json").read_text())
+    config = json.loads((champion_dir / CONFIG_NAME).read_text())
     contract = PreprocessingContract.from_json(
         json.dumps({**config["contract"], "hash": config["contract_hash"]})
     )
@@ -190,7 +191,8 @@ def _make_challenger(
     clock = time.perf_counter()
     train_config = cfg.train
     model_dir = champion_dir
-    if decision.action == "finetune" and cfg.loop.learn == "expert":
+    adds_expert = decision.action == "finetune" and cfg.loop.learn == "expert"
+    if adds_expert:
         lineage = {
             "parent_version": champion,
             "feedback_fingerprint": dataset.fingerprint,
@@ -215,7 +217,7 @@ def _make_challenger(
         model_dir = train_detector(train_config, progress=progress).model_dir
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    if decision.action == "finetune" and cfg.loop.learn == "expert":
+    if adds_expert:
         # The composition keeps the champion's calibrations: its experts' logits are placed on them
         # (loop/experts.py), and a few dozen labels of one kind would move a fit made on hundreds.
         challenger_dir = model_dir
@@ -300,7 +302,7 @@ def recalibrate_per_kind(
 
     feedback = read_faces(feedback_dir)
     kinds = set(feedback.loc[feedback["split"] == "train", "media_kind"])
-    champion_config = json.loads((champion_dir / "config.json").read_text())
+    champion_config = json.loads((champion_dir / CONFIG_NAME).read_text())
     fitted: dict[str, Any] = {}
     for kind, key in (("video", "calibration"), ("image", "photo_calibration")):
         if kind not in kinds:
@@ -310,18 +312,19 @@ def recalibrate_per_kind(
             faces_dir, feedback_dir, work, cfg.loop.replay_share, cfg.train.seed, media_kind=kind
         )
         done = recalibrate(model_dir, calibration_dir, work / "calibrated", cfg.calibrate, progress)
-        fitted[key] = json.loads((done.model_dir / "config.json").read_text())[key]
+        refitted = json.loads((done.model_dir / CONFIG_NAME).read_text())
+        fitted[key] = refitted[key]
         if kind == "video":
-            fitted["motion"] = json.loads((done.model_dir / "config.json").read_text()).get("motion")
+            fitted["motion"] = refitted.get("motion")
     shutil.rmtree(out_dir, ignore_errors=True)
     shutil.copytree(model_dir, out_dir)
-    config = json.loads((out_dir / "config.json").read_text())
+    config = json.loads((out_dir / CONFIG_NAME).read_text())
     for key in ("calibration", "photo_calibration", "motion"):
         value = fitted[key] if key in fitted else champion_config.get(key)
         config.pop(key, None)
         if value is not None:
             config[key] = value
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def loop_checks(scores: dict[str, Any], cfg: Config) -> tuple[Check, ...]:
